@@ -1,0 +1,195 @@
+"""Command line: ``spikeseg {train,evaluate,predict,models}``.
+
+The CLI only parses arguments and formats results; the work is done by library functions
+(:func:`spikeseg.engine.train`, :func:`spikeseg.engine.evaluate_checkpoint`,
+:func:`spikeseg.predict.predict_files`). A problem with the user's input prints one line,
+``spikeseg: error: ...``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import SpikesegError
+
+__all__ = ["main", "format_table"]
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def format_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
+    """A plain-text table with aligned columns."""
+
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return "-" if math.isnan(v) else f"{v:.4f}"
+        return str(v)
+
+    body = [[cell(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h)
+              for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+    sep = "  ".join("-" * w for w in widths)
+    out = [line, sep]
+    numeric = [
+        all(_is_number(r[i]) for r in rows) if rows else False for i in range(len(headers))
+    ]
+    for r in body:
+        out.append("  ".join(v.rjust(w) if numeric[i] else v.ljust(w)
+                             for i, (v, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+    return "\n".join(out)
+
+
+def _scores_table(result) -> str:
+    s = result.scores
+    rows = [(n, v) for n, v in zip(result.class_names, s.iou, strict=True)]
+    table = format_table(rows, ["class", "IoU"])
+    return (
+        f"{table}\n\nmIoU {s.miou:.4f}   pixel accuracy {s.pixel_accuracy:.4f}   "
+        f"mean class accuracy {s.mean_accuracy:.4f}"
+        + (f"   (T={result.timesteps})" if result.timesteps else "")
+        + f"   {result.num_images} images"
+    )
+
+
+# -- subcommands ----------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .engine.evaluate import baseline_scores, build_split
+    from .engine.train import train
+
+    cfg = load_config(args.config, args.set)
+    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    base = baseline_scores(build_split(cfg.data, "val"))
+    print()
+    if result.last_eval is not None:
+        print(_scores_table(result.last_eval))
+    print(
+        f"\nvalidation mIoU {result.best_miou:.4f} (best, epoch {result.best_epoch}); "
+        f"all-background baseline {base.miou:.4f}"
+    )
+    print(f"outputs: {result.run_dir} (metrics.csv, config.yaml, checkpoints/best.safetensors)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .engine.evaluate import evaluate_checkpoint
+
+    result, meta = evaluate_checkpoint(
+        args.checkpoint, timesteps=args.timesteps, split=args.split, batch_size=args.batch_size,
+        device=args.device, data_root=args.data_root, max_batches=args.max_batches,
+        progress=not args.no_progress,
+    )
+    print(f"{meta['model']['name']} on {meta.get('dataset', {}).get('name', '?')} ({args.split})")
+    print(_scores_table(result))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"checkpoint": str(args.checkpoint), **result.as_dict()}, indent=2))
+        print(f"scores written to {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_files
+
+    records = predict_files(
+        args.checkpoint, args.inputs, args.out, timesteps=args.timesteps, device=args.device,
+    )
+    for r in records:
+        top = sorted(r["classes"].items(), key=lambda kv: -kv[1])[:4]
+        print(f"{r['input']} -> {r['pair']}  ({', '.join(f'{k} {v:.0%}' for k, v in top)})")
+    print(f"{len(records)} prediction(s) written to {args.out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import count_parameters, create, list_models, model_entry
+
+    rows = []
+    for name in list_models():
+        e = model_entry(name)
+        m = create(name, args.num_classes, args.in_channels, timesteps=args.timesteps,
+                   width=args.width)
+        rows.append((name, "yes" if e.spiking else "no", f"{count_parameters(m) / 1e6:.2f} M",
+                     e.description))
+    print(format_table(rows, ["model", "spiking", "parameters", "description"]))
+    print(f"\n(parameters for {args.num_classes} classes, {args.in_channels} input channels, "
+          f"width {args.width})")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spikeseg",
+        description="Semantic segmentation with spiking neural networks.",
+    )
+    p.add_argument("--version", action="version", version=f"spikeseg {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a YAML config")
+    t.add_argument("--config", help="YAML config (see configs/); defaults are the paper's")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in out_dir/name from its last completed epoch")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint on its dataset")
+    e.add_argument("--checkpoint", required=True, help="checkpoint (.safetensors or .json)")
+    e.add_argument("--timesteps", type=int, help="T at inference (default: as trained)")
+    e.add_argument("--split", default="val")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--data-root", help="dataset folder, if not where it was during training")
+    e.add_argument("--max-batches", type=int, help="evaluate on the first N batches only")
+    e.add_argument("--out", help="write the scores to this JSON file")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("predict", help="segment image files and write PNG masks and pictures")
+    r.add_argument("--checkpoint", required=True)
+    r.add_argument("inputs", nargs="+", metavar="INPUT", help="image files")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--timesteps", type=int)
+    r.add_argument("--device", default="auto")
+    r.set_defaults(func=cmd_predict)
+
+    m = sub.add_parser("models", help="list the available models")
+    m.add_argument("--num-classes", type=int, default=21)
+    m.add_argument("--in-channels", type=int, default=3)
+    m.add_argument("--timesteps", type=int, default=20)
+    m.add_argument("--width", type=float, default=1.0)
+    m.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``spikeseg`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SpikesegError as e:
+        print(f"spikeseg: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spikeseg: interrupted (a training run continues with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Self-describing checkpoints: safetensors weights + JSON metadata, written atomically.
+
+A checkpoint ``NAME`` is two files side by side:
+
+* ``NAME.safetensors``: the model's ``state_dict`` (weights, BNTT rows, running statistics);
+* ``NAME.json``: what is needed to rebuild the model without its config: the model name,
+  ``num_classes``, ``in_channels``, ``timesteps`` and options; the dataset and its class
+  names; the epoch and metrics; the full training config; the spikeseg version.
+
+Either file's path, or the path without suffix, names the checkpoint. Files are written to a
+temporary name in the same folder and moved into place with :func:`os.replace`, so a crash
+never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .. import __version__
+from ..errors import SpikesegError
+from ..models import create, model_entry
+
+__all__ = [
+    "FORMAT",
+    "save_checkpoint",
+    "load_checkpoint",
+    "checkpoint_paths",
+    "atomic_write_bytes",
+    "atomic_torch_save",
+]
+
+FORMAT = "spikeseg-checkpoint/1"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(weights, metadata)`` paths of the checkpoint named by ``path``."""
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_suffix(".safetensors"), p.with_suffix(".json")
+
+
+def model_metadata(model: nn.Module, name: str) -> dict[str, Any]:
+    """The ``model`` section of a checkpoint's metadata."""
+    entry = model_entry(name)
+    opts: dict[str, Any] = {"width": getattr(model, "width", 1.0)}
+    if entry.spiking:
+        lif = next((m for _, m in model.neurons()), None)
+        if lif is not None:
+            opts.update(
+                leak=lif.leak, threshold=lif.threshold, reset=lif.reset,
+                surrogate=lif.surrogate.name, surrogate_options=lif.surrogate.config(),
+                detach_reset=lif.detach_reset,
+            )
+        opts.update(encoding=model.encoding, step_mode=model.step_mode)
+    return {
+        "name": name,
+        "num_classes": model.num_classes,
+        "in_channels": model.in_channels,
+        "timesteps": model.timesteps,
+        "options": opts,
+    }
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, model_name: str, extra: dict[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """Save ``model`` as checkpoint ``path`` with metadata; returns the two file paths.
+
+    Args:
+        path: checkpoint name (with or without suffix).
+        model: a spikeseg model.
+        model_name: its registry name.
+        extra: more metadata (epoch, metrics, config, dataset, ...), JSON-serialisable.
+    """
+    weights, meta_path = checkpoint_paths(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "format": FORMAT,
+        "spikeseg_version": __version__,
+        "model": model_metadata(model, model_name),
+        **(extra or {}),
+    }
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=weights.parent, prefix=f".{weights.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": FORMAT, "model": model_name})
+        os.replace(tmp, weights)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
+    return weights, meta_path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of checkpoint ``path`` (SpikesegError if missing or unreadable)."""
+    weights, meta_path = checkpoint_paths(path)
+    if not weights.is_file() and not meta_path.is_file():
+        raise SpikesegError(
+            f"checkpoint {path} not found (expected {weights.name} and {meta_path.name})"
+        )
+    if not meta_path.is_file():
+        raise SpikesegError(f"checkpoint metadata {meta_path} is missing; it must sit beside {weights.name}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SpikesegError(f"checkpoint metadata {meta_path} is unreadable: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
+        raise SpikesegError(f"{meta_path} is not a spikeseg checkpoint (format {FORMAT})")
+    return meta
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", **overrides: Any
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of checkpoint ``path`` and load its weights.
+
+    Args:
+        path: checkpoint name, or either of its files.
+        map_location: device for the weights.
+        **overrides: model options to change (e.g. ``step_mode="fold"``).
+
+    Returns:
+        ``(model, metadata)``; the model is in eval mode.
+
+    Raises:
+        SpikesegError: missing or unreadable files, or weights that do not fit the model.
+    """
+    meta = read_metadata(path)
+    weights, _ = checkpoint_paths(path)
+    m = meta["model"]
+    try:
+        model = create(
+            m["name"], m["num_classes"], m["in_channels"], timesteps=m["timesteps"],
+            **{**m.get("options", {}), **overrides},
+        )
+    except (KeyError, ValueError, TypeError) as e:
+        raise SpikesegError(f"checkpoint {weights}: cannot rebuild its model: {e}") from None
+    if not weights.is_file():
+        raise SpikesegError(f"checkpoint weights {weights} are missing")
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SpikesegError(f"checkpoint weights {weights} are unreadable: {e}") from None
+    load_state(model, state, source=str(weights))
+    model.eval()
+    return model, meta
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model``, with a one-line error if they do not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs "
+                f"{tuple(own[k].shape)})"
+            )
+        raise SpikesegError(
+            f"{source} does not fit this model ({'; '.join(parts)}): it was saved from another "
+            "model or with other options"
+        )
+    model.load_state_dict(state)

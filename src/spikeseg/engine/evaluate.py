@@ -1,0 +1,194 @@
+"""Evaluation: mIoU, per-class IoU and pixel accuracy of a model on a dataset split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..config import DataConfig
+from ..data import IGNORE_INDEX, SegmentationDataset, build_dataset
+from ..errors import SpikesegError
+from .checkpoint import load_checkpoint
+from .metrics import ConfusionMatrix, SegmentationScores
+
+__all__ = [
+    "evaluate",
+    "evaluate_checkpoint",
+    "EvalResult",
+    "resolve_device",
+    "prepare_model",
+    "build_split",
+    "baseline_scores",
+]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise SpikesegError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SpikesegError(f"device {device!r} requested but CUDA is not available; use device=cpu")
+    return dev
+
+
+def use_channels_last(device: torch.device, setting: bool | None) -> bool:
+    """Channels-last on CPU unless told otherwise (measured ~1.7x faster there)."""
+    return device.type == "cpu" if setting is None else setting
+
+
+def prepare_model(model: nn.Module, device: torch.device, channels_last: bool | None = None) -> nn.Module:
+    """Move ``model`` to ``device`` in the fastest memory format for it."""
+    model = model.to(device)
+    if use_channels_last(device, channels_last):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def to_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """Move a batch to ``device`` in the model's layout.
+
+    Image batches ``[B, C, H, W]`` go channels-last when asked; batches of time series
+    ``[B, T, C, H, W]`` (as a DataLoader stacks them) become time-first ``[T, B, C, H, W]``.
+    """
+    x = x.to(device, non_blocking=True)
+    if x.dim() == 5:
+        return x.transpose(0, 1)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def build_split(data: DataConfig, split: str) -> SegmentationDataset:
+    """The ``split`` of the dataset described by ``data``."""
+    size = data.image_size
+    size = tuple(size) if isinstance(size, (list, tuple)) else (int(size), int(size))
+    return build_dataset(data.dataset, split, root=data.root, image_size=size, **data.options)
+
+
+@dataclass
+class EvalResult:
+    """Scores of one evaluation, with what produced them."""
+
+    scores: SegmentationScores
+    class_names: list[str]
+    timesteps: int | None
+    num_images: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.scores.as_dict(self.class_names),
+            "timesteps": self.timesteps,
+            "num_images": self.num_images,
+        }
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device | str = "cpu",
+    *,
+    timesteps: int | None = None,
+    max_batches: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    channels_last: bool | None = None,
+    desc: str = "eval",
+) -> EvalResult:
+    """Confusion-matrix scores of ``model`` over ``loader``.
+
+    Args:
+        model: a spikeseg model (kept on its device; put into eval mode).
+        loader: yields ``(input, label)`` batches.
+        timesteps: T for spiking models on static input (default: the model's).
+        max_batches: stop after this many batches.
+        seed: seed of the Poisson encoder, so that evaluation is repeatable.
+    """
+    device = torch.device(device)
+    cl = use_channels_last(device, channels_last)
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    ds = loader.dataset
+    num_classes = model.num_classes
+    cm = ConfusionMatrix(num_classes, IGNORE_INDEX)
+    n = 0
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    bar = tqdm(loader, total=total, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    for i, (x, y) in enumerate(bar):
+        if max_batches is not None and i >= max_batches:
+            break
+        x = to_input(x, device, cl)
+        if getattr(model, "spiking", False):
+            logits = model(x, timesteps=timesteps, generator=gen)
+        else:
+            logits = model(x)
+        try:
+            cm.update(logits.argmax(1).cpu(), y)
+        except ValueError as e:
+            raise SpikesegError(f"validation data: {e}") from None
+        n += y.shape[0]
+    bar.close()
+    cm.all_reduce()
+    names = getattr(getattr(ds, "info", None), "class_names", None) or [
+        str(i) for i in range(num_classes)
+    ]
+    t = (timesteps or model.timesteps) if getattr(model, "spiking", False) else None
+    return EvalResult(cm.compute(), list(names), t, n)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    timesteps: int | None = None,
+    split: str = "val",
+    batch_size: int = 16,
+    device: str = "auto",
+    data_root: str | None = None,
+    max_batches: int | None = None,
+    progress: bool = True,
+    seed: int = 0,
+) -> tuple[EvalResult, dict[str, Any]]:
+    """Evaluate checkpoint ``checkpoint`` on the dataset it was trained on.
+
+    Returns:
+        ``(result, metadata)``.
+    """
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(checkpoint, map_location="cpu")
+    cfg = meta.get("config", {}).get("data")
+    if cfg is None:
+        raise SpikesegError(f"checkpoint {checkpoint} records no dataset; evaluate it from Python")
+    data = DataConfig(**cfg)
+    if data_root is not None:
+        data.root = data_root
+    ds = build_split(data, split)
+    if ds.num_classes != model.num_classes:
+        raise SpikesegError(
+            f"dataset {data.dataset} has {ds.num_classes} classes but the checkpoint's model "
+            f"predicts {model.num_classes}"
+        )
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=data.num_workers)
+    model = prepare_model(model, dev)
+    result = evaluate(
+        model, loader, dev, timesteps=timesteps, max_batches=max_batches, progress=progress,
+        seed=seed,
+    )
+    return result, meta
+
+
+def baseline_scores(dataset: SegmentationDataset, batch_size: int = 64) -> SegmentationScores:
+    """Scores of predicting class 0 (background) everywhere on ``dataset``."""
+    cm = ConfusionMatrix(dataset.num_classes, IGNORE_INDEX)
+    for _, y in DataLoader(dataset, batch_size=batch_size):
+        cm.update(torch.zeros_like(y), y)
+    return cm.compute()

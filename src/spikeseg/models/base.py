@@ -1,0 +1,167 @@
+"""The segmentation model base class: input checks, encoding, time-stepping and accumulation.
+
+An architecture subclass supplies two pieces:
+
+* ``body(x, ctx) -> tuple of tensors``: everything up to the output layer, for one timestep
+  (``"step"`` mode), for all timesteps folded into the batch (``"fold"`` mode) or for an ANN
+  (``ctx is None``);
+* ``head(features, size) -> logits``: the output layer. It must be *linear* in the features,
+  because a spiking network accumulates its last layer over time without leak (the "spike
+  accumulator" of section 4.3): ``Σ_t head(f_t) / T = head(Σ_t f_t / T)``, so the head runs once
+  on the time-averaged features instead of T times.
+
+Spiking models accept a static image batch ``[B, C, H, W]`` (rate-coded inside, one timestep
+at a time) or a pre-encoded spike / event-frame tensor ``[T, B, C, H, W]``, and return logits
+``[B, num_classes, H, W]`` at the input resolution: the average over time of the output
+layer's membrane input (eq. (5)'s ``h``, divided by T so that logits keep their scale whatever
+the number of timesteps).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..encoding import ENCODINGS, build_encoder
+from ..neurons import LIF
+from ..norm import BNTT
+from .layers import TimeContext
+
+__all__ = ["SegmentationModel", "STEP_MODES"]
+
+STEP_MODES = ("auto", "step", "fold")
+
+
+class SegmentationModel(nn.Module):
+    """Base of every spikeseg model (ANN or SNN). See the module docstring.
+
+    Args:
+        num_classes: output classes.
+        in_channels: input channels (3 for RGB; 2 for positive/negative event counts).
+        spiking: build with BNTT + LIF (True) or BatchNorm + ReLU (False).
+        timesteps: default number of timesteps T for static input (spiking models).
+        encoding: static-image coding: ``"poisson"``, ``"poisson_signed"`` or ``"direct"``.
+        step_mode: ``"step"`` (time outer), ``"fold"`` (time folded into the batch) or
+            ``"auto"``: ``"step"`` on CPU, ``"fold"`` on CUDA, as measured in docs/benchmarks.md.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        spiking: bool,
+        timesteps: int = 20,
+        encoding: str = "poisson",
+        step_mode: str = "auto",
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        if timesteps < 1:
+            raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
+        if step_mode not in STEP_MODES:
+            raise ValueError(f"step_mode must be one of {STEP_MODES}, not {step_mode!r}")
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.spiking = spiking
+        self.timesteps = timesteps
+        self.encoding = encoding
+        self.step_mode = step_mode
+        self.encoder = build_encoder(encoding)
+
+    # -- to be supplied by architectures ------------------------------------------------------
+    def body(self, x: Tensor, ctx: TimeContext | None) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def head(self, features: tuple[Tensor, ...], size: tuple[int, int]) -> Tensor:
+        raise NotImplementedError
+
+    # -- helpers ------------------------------------------------------------------------------
+    def neurons(self) -> list[tuple[str, LIF]]:
+        """``(name, module)`` of every spiking neuron layer, in forward order."""
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, LIF)]
+
+    def resolve_step_mode(self, device: torch.device) -> str:
+        """The execution mode used on ``device`` (see ``step_mode``)."""
+        if self.step_mode != "auto":
+            return self.step_mode
+        return "fold" if device.type == "cuda" else "step"
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() not in (4, 5):
+            raise ValueError(
+                f"expected an image batch [B, C, H, W] or a time series [T, B, C, H, W], "
+                f"got shape {tuple(x.shape)}"
+            )
+        c = x.shape[-3]
+        if c != self.in_channels:
+            raise ValueError(
+                f"model takes {self.in_channels} input channels, got {c} "
+                f"(input shape {tuple(x.shape)}); build it with in_channels={c}"
+            )
+        if x.shape[-1] < 4 or x.shape[-2] < 4:
+            raise ValueError(f"input of {tuple(x.shape[-2:])} pixels is too small (min 4x4)")
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(
+        self,
+        x: Tensor,
+        timesteps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Logits ``[B, num_classes, H, W]`` for ``x`` ``[B, C, H, W]`` or ``[T, B, C, H, W]``.
+
+        Args:
+            x: static images (rate-coded for spiking models) or pre-encoded frames.
+            timesteps: T for static input (default: the model's ``timesteps``); ignored
+                for pre-encoded input, whose first dimension is T.
+            generator: random generator for the Poisson encoder (default: global RNG).
+        """
+        self._check_input(x)
+        size = (x.shape[-2], x.shape[-1])
+        if not self.spiking:
+            if x.dim() == 4:
+                return self.head(self.body(x, None), size)
+            # An ANN sees each frame and averages its features over time (section 5.1.1).
+            T = x.shape[0]
+            feats = self.body(x.flatten(0, 1), None)
+            return self.head(tuple(f.unflatten(0, (T, -1)).mean(0) for f in feats), size)
+
+        if x.dim() == 4:
+            T = timesteps or self.timesteps
+            frames = self.encoder.steps(x, T, generator)
+            static = True
+        else:
+            T = x.shape[0]
+            frames = iter(x.unbind(0))
+            static = False
+        mode = self.resolve_step_mode(x.device)
+        if mode == "fold":
+            seq = torch.stack(list(frames)) if static else x
+            ctx = TimeContext("fold", T)
+            feats = self.body(seq.flatten(0, 1), ctx)
+            mean = tuple(f.unflatten(0, (T, -1)).mean(0) for f in feats)
+            return self.head(mean, size)
+
+        ctx = TimeContext("step", T)
+        acc: list[Tensor] | None = None
+        for t, frame in enumerate(frames):
+            ctx.t = t
+            feats = self.body(frame, ctx)
+            acc = list(feats) if acc is None else [a + f for a, f in zip(acc, feats, strict=True)]
+        assert acc is not None
+        return self.head(tuple(a / T for a in acc), size)
+
+    def extra_repr(self) -> str:
+        s = f"num_classes={self.num_classes}, in_channels={self.in_channels}"
+        if self.spiking:
+            s += f", timesteps={self.timesteps}, encoding={self.encoding!r}"
+        return s
+
+    def bntt_modules(self) -> list[BNTT]:
+        """All BNTT layers."""
+        return [m for m in self.modules() if isinstance(m, BNTT)]

@@ -1,0 +1,109 @@
+"""The model registry: build any spikeseg model by name.
+
+>>> from spikeseg import models
+>>> models.list_models()
+['deeplab', 'fcn', 'spiking_deeplab', 'spiking_fcn']
+>>> net = models.create("spiking_deeplab", num_classes=21, timesteps=20, width=0.25)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+__all__ = ["register_model", "create", "list_models", "model_entry", "ModelEntry"]
+
+_NOT_OPTIONS = {"self", "args", "kwargs", "num_classes", "in_channels", "spiking"}
+SNN_ONLY_OPTIONS = frozenset(
+    {"leak", "threshold", "reset", "surrogate", "surrogate_options", "detach_reset",
+     "encoding", "step_mode"}
+)
+"""Options that only spiking models take (neuron and input-coding settings)."""
+ANN_ONLY_OPTIONS = frozenset({"activation"})
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: builder, architecture class, whether it spikes, its ANN/SNN twin."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    arch: type
+    spiking: bool
+    twin: str | None
+    description: str
+
+    def options(self) -> list[str]:
+        """Keyword options accepted by :func:`create` for this model (from the class's MRO)."""
+        names: set[str] = set()
+        for cls in self.arch.__mro__:
+            if "__init__" in vars(cls) and issubclass(cls, nn.Module) and cls is not nn.Module:
+                names |= set(inspect.signature(cls.__init__).parameters)
+        names -= _NOT_OPTIONS
+        names -= ANN_ONLY_OPTIONS if self.spiking else SNN_ONLY_OPTIONS
+        return sorted(names)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, arch: type, spiking: bool, twin: str | None = None) -> Callable:
+    """Decorator registering ``builder(num_classes, in_channels=3, **options)`` as ``name``.
+
+    Duplicate names are an error.
+    """
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        doc = (inspect.getdoc(fn) or "").splitlines()
+        _REGISTRY[name] = ModelEntry(name, fn, arch, spiking, twin, doc[0] if doc else "")
+        return fn
+
+    return wrap
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name`` (``ValueError`` naming the choices if unknown)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {name!r}; choose one of: {', '.join(list_models())}"
+        ) from None
+
+
+def create(
+    name: str, num_classes: int, in_channels: int = 3, timesteps: int = 20, **options
+) -> nn.Module:
+    """Build model ``name``.
+
+    Args:
+        name: one of :func:`list_models`.
+        num_classes: output classes.
+        in_channels: input channels (3 for RGB, 2 for event polarities, ...).
+        timesteps: T of spiking models (ANNs ignore it).
+        **options: architecture options, e.g. ``width``, ``leak``, ``threshold``, ``reset``,
+            ``surrogate``, ``encoding``, ``step_mode`` (see :meth:`ModelEntry.options`).
+
+    Raises:
+        ValueError: unknown name or option, naming the valid ones.
+    """
+    entry = model_entry(name)
+    valid = entry.options()
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
+            f"valid options: {', '.join(valid)}"
+        )
+    return entry.builder(num_classes, in_channels, timesteps=timesteps, **options)

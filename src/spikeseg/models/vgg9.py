@@ -1,0 +1,170 @@
+"""DeepLab-VGG9 and FCN-VGG9 (Table 1 of the paper, as configured in the paper's code).
+
+Both use a VGG9 backbone of 3×3 convolutions without bias, average pools (kernel 3,
+stride 2, padding 1, so 64 → 32 → 16 → 8) and, in the spiking version, BNTT + LIF after every
+convolution; the ANN twins use BatchNorm (affine=False, eps 1e-4) + ReLU. Channel counts are
+multiplied by ``width`` (1.0 = the paper's network).
+
+**DeepLab** (output stride 4)::
+
+    conv 64, conv 64, avgpool, conv 128, conv 128, avgpool,
+    conv 256, atrous conv 256 (d=2), atrous conv 256 (d=2),      # features
+    atrous conv 1024 (3×3, d=12)                                  # classifier
+    1×1 conv → classes (accumulated over time), bilinear upsample to the input size
+
+**FCN** (output stride 8, three skip "scores")::
+
+    conv 64, conv 64, [score1], avgpool, conv 128, conv 128, [score2], avgpool,
+    conv 256 ×3, [score3], avgpool,                               # features
+    conv 1024 (3×3), conv 1024 (3×3), [score4]                    # classifier
+    decoder: up1 = LIF(resize(tconv(score4)) + score3)   at H/4
+             up2 = LIF(resize(tconv(up1))   + score2)    at H/2
+             out =      resize(tconv(up2))  + score1     at H, accumulated over time
+
+A score is a 1×1 convolution (with bias) from the spikes before a pool to the classes; a
+``tconv`` is a transposed convolution classes → classes (kernel 3, stride 2, no bias) followed
+by a bilinear resize to the exact skip resolution, so any input size works.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..neurons import LIF
+from ..norm import BNTT
+from .base import SegmentationModel
+from .layers import ConvBlock, NeuronSlot, TimeContext, init_weights, resize, scale_channels
+
+__all__ = ["DeepLabVGG9", "FCNVGG9"]
+
+
+class _VGG9Base(SegmentationModel):
+    """Shared construction of neurons, norms and conv blocks for both families."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        *,
+        spiking: bool,
+        timesteps: int = 20,
+        width: float = 1.0,
+        leak: float = 0.99,
+        threshold: float = 1.0,
+        reset: str = "soft",
+        surrogate: str = "pwl",
+        surrogate_options: dict | None = None,
+        detach_reset: bool = True,
+        bn_eps: float = 1e-4,
+        bn_momentum: float = 0.1,
+        activation: str = "relu",
+        encoding: str = "poisson",
+        step_mode: str = "auto",
+    ) -> None:
+        super().__init__(num_classes, in_channels, spiking, timesteps, encoding, step_mode)
+        if width <= 0:
+            raise ValueError(f"width must be > 0, got {width}")
+        if activation not in ("relu", "leaky_relu"):
+            raise ValueError(f"activation must be 'relu' or 'leaky_relu', not {activation!r}")
+        self.width = width
+        self._neuron_kw = dict(
+            leak=leak, threshold=threshold, reset=reset, surrogate=surrogate,
+            surrogate_options=surrogate_options, detach_reset=detach_reset,
+        )
+        self._bn_kw = dict(eps=bn_eps, momentum=bn_momentum)
+        self._activation = activation
+
+    def ch(self, c: int) -> int:
+        return scale_channels(c, self.width)
+
+    def make_act(self) -> nn.Module:
+        if self.spiking:
+            return LIF(**self._neuron_kw)
+        return nn.ReLU(inplace=True) if self._activation == "relu" else nn.LeakyReLU(0.1, True)
+
+    def make_norm(self, c: int) -> nn.Module:
+        if self.spiking:
+            return BNTT(c, self.timesteps, **self._bn_kw)
+        return nn.BatchNorm2d(c, affine=False, **self._bn_kw)
+
+    def block(self, cin: int, cout: int, kernel: int = 3, dilation: int = 1) -> ConvBlock:
+        pad = dilation * (kernel - 1) // 2
+        conv = nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False)
+        return ConvBlock(conv, self.make_norm(cout), self.make_act())
+
+    @staticmethod
+    def pool() -> nn.AvgPool2d:
+        return nn.AvgPool2d(kernel_size=3, stride=2, padding=1)
+
+
+class DeepLabVGG9(_VGG9Base):
+    """(Spiking-)DeepLab with a VGG9 backbone; see the module docstring."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, **kwargs) -> None:
+        super().__init__(num_classes, in_channels, **kwargs)
+        c64, c128, c256, c1024 = self.ch(64), self.ch(128), self.ch(256), self.ch(1024)
+        self.features = nn.ModuleList([
+            self.block(in_channels, c64), self.block(c64, c64), self.pool(),
+            self.block(c64, c128), self.block(c128, c128), self.pool(),
+            self.block(c128, c256), self.block(c256, c256, dilation=2),
+            self.block(c256, c256, dilation=2),
+        ])
+        self.classifier = nn.ModuleList([self.block(c256, c1024, dilation=12)])
+        self.output = nn.Conv2d(c1024, num_classes, 1, bias=False)
+        init_weights(self)
+
+    def body(self, x: Tensor, ctx: TimeContext | None) -> tuple[Tensor, ...]:
+        for layer in (*self.features, *self.classifier):
+            x = layer(x, ctx) if isinstance(layer, ConvBlock) else layer(x)
+        return (x,)  # [N, c1024, H/4, W/4]
+
+    def head(self, features: tuple[Tensor, ...], size: tuple[int, int]) -> Tensor:
+        return resize(self.output(features[0]), size)
+
+
+class FCNVGG9(_VGG9Base):
+    """(Spiking-)FCN with a VGG9 backbone and three skip scores; see the module docstring."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, **kwargs) -> None:
+        super().__init__(num_classes, in_channels, **kwargs)
+        c64, c128, c256, c1024 = self.ch(64), self.ch(128), self.ch(256), self.ch(1024)
+        k = num_classes
+        self.stage1 = nn.ModuleList([self.block(in_channels, c64), self.block(c64, c64)])
+        self.stage2 = nn.ModuleList([self.block(c64, c128), self.block(c128, c128)])
+        self.stage3 = nn.ModuleList(
+            [self.block(c128, c256), self.block(c256, c256), self.block(c256, c256)]
+        )
+        self.classifier = nn.ModuleList([self.block(c256, c1024), self.block(c1024, c1024)])
+        self.avgpool = self.pool()
+        self.score1 = nn.Conv2d(c64, k, 1)
+        self.score2 = nn.Conv2d(c128, k, 1)
+        self.score3 = nn.Conv2d(c256, k, 1)
+        self.score4 = nn.Conv2d(c1024, k, 1)
+        self.up1 = nn.ConvTranspose2d(k, k, 3, stride=2, bias=False)
+        self.up2 = nn.ConvTranspose2d(k, k, 3, stride=2, bias=False)
+        self.up3 = nn.ConvTranspose2d(k, k, 3, stride=2, bias=False)
+        self.up1_act = NeuronSlot(self.make_act() if self.spiking else nn.Identity())
+        self.up2_act = NeuronSlot(self.make_act() if self.spiking else nn.Identity())
+        init_weights(self)
+
+    @staticmethod
+    def _run(layers: nn.ModuleList, x: Tensor, ctx: TimeContext | None) -> Tensor:
+        for layer in layers:
+            x = layer(x, ctx)
+        return x
+
+    def body(self, x: Tensor, ctx: TimeContext | None) -> tuple[Tensor, ...]:
+        s1 = self._run(self.stage1, x, ctx)                     # H
+        s2 = self._run(self.stage2, self.avgpool(s1), ctx)         # H/2
+        s3 = self._run(self.stage3, self.avgpool(s2), ctx)         # H/4
+        s4 = self._run(self.classifier, self.avgpool(s3), ctx)     # H/8
+        u1 = resize(self.up1(self.score4(s4)), s3.shape[-2:]) + self.score3(s3)
+        u1 = self.up1_act(u1, ctx)
+        u2 = resize(self.up2(u1), s2.shape[-2:]) + self.score2(s2)
+        u2 = self.up2_act(u2, ctx)
+        return (u2, s1)
+
+    def head(self, features: tuple[Tensor, ...], size: tuple[int, int]) -> Tensor:
+        u2, s1 = features
+        out = resize(self.up3(u2), s1.shape[-2:]) + self.score1(s1)
+        return resize(out, size)

@@ -1,0 +1,409 @@
+"""Spiking neurons: leaky integrate-and-fire (LIF) and integrate-and-fire (IF) with surrogate gradients.
+
+The dynamics are eqs. (2)-(3) of Kim, Chough & Panda (2022), in discrete time:
+
+.. math::
+
+    u[t] = \\lambda\\, m[t-1] + x[t], \\qquad
+    s[t] = \\Theta(u[t] - \\theta), \\qquad
+    m[t] = \\begin{cases} u[t] - \\theta\\, s[t] & \\text{soft reset} \\\\
+                          u[t]\\,(1 - s[t]) & \\text{hard reset} \\end{cases}
+
+with ``m[-1] = 0``, leak ``λ`` (0.99 in the paper; 1.0 gives the IF neuron), threshold ``θ``
+(1.0) and a spike where ``u[t] > θ`` (strictly). ``x[t]`` is the input current (the output of
+the preceding convolution and normalisation), in units of the threshold's.
+
+The spike's derivative is replaced in the backward pass by a *surrogate*
+(eq. (6): ``max(0, 1 - |(u - θ)/θ|)``). As in the paper's code and snnTorch, the reset is
+detached from the graph by default (``detach_reset=True``): gradients flow through the
+membrane, not through the reset term.
+
+Three implementations with identical numbers:
+
+* :func:`lif_step` — a pure single step ``(x, m) -> (s, m)`` built from autograd ops: the
+  reference, for tests and export;
+* :class:`LIF` module — ``forward([T, ...]) -> [T, ...]`` (and :meth:`LIF.step` for one step),
+  backed by fused autograd functions that save only the surrogate term per step (one tensor
+  instead of the four or five an op-by-op graph keeps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Surrogate",
+    "PiecewiseLinear",
+    "FastSigmoid",
+    "Exponential",
+    "PassThrough",
+    "get_surrogate",
+    "list_surrogates",
+    "spike_fn",
+    "lif_step",
+    "LIF",
+    "IF",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Surrogate gradients
+# --------------------------------------------------------------------------------------------
+
+
+class Surrogate:
+    """Surrogate derivative ``∂s/∂u`` of the spike function, as a function of ``u`` and ``θ``.
+
+    Subclasses implement :meth:`grad`. Instances are small, immutable and picklable.
+    """
+
+    name = "surrogate"
+
+    def grad(self, u: Tensor, threshold: float) -> Tensor:  # pragma: no cover - abstract
+        """``∂s/∂u`` evaluated at membrane potential ``u`` (same shape as ``u``)."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def config(self) -> dict:
+        """The constructor arguments, for checkpoints."""
+        return {}
+
+
+class PiecewiseLinear(Surrogate):
+    """Eq. (6): ``γ · max(0, 1 - |(u - θ)/θ|)``.
+
+    Args:
+        gamma: damping factor γ. The paper's eq. (6) has none (γ = 1, the default); the
+            paper's code uses γ = 0.3.
+    """
+
+    name = "pwl"
+
+    def __init__(self, gamma: float = 1.0) -> None:
+        self.gamma = float(gamma)
+
+    def grad(self, u: Tensor, threshold: float) -> Tensor:
+        g = (1.0 - ((u - threshold) / threshold).abs()).clamp_(min=0.0)
+        return g.mul_(self.gamma) if self.gamma != 1.0 else g
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}"
+
+    def config(self) -> dict:
+        return {"gamma": self.gamma}
+
+
+class FastSigmoid(Surrogate):
+    """Fast sigmoid (SuperSpike; Zenke & Ganguli 2018): ``1 / (1 + k·|u - θ|)²``.
+
+    Args:
+        slope: steepness ``k`` (25 as in snnTorch; the paper's code uses 100).
+    """
+
+    name = "fast_sigmoid"
+
+    def __init__(self, slope: float = 25.0) -> None:
+        self.slope = float(slope)
+
+    def grad(self, u: Tensor, threshold: float) -> Tensor:
+        return ((u - threshold).abs_().mul_(self.slope).add_(1.0)).pow_(-2)
+
+    def extra_repr(self) -> str:
+        return f"slope={self.slope}"
+
+    def config(self) -> dict:
+        return {"slope": self.slope}
+
+
+class Exponential(Surrogate):
+    """Exponential (Shrestha & Orchard 2018): ``γ · exp(-β · |u - θ| / θ)``."""
+
+    name = "exponential"
+
+    def __init__(self, gamma: float = 1.0, beta: float = 2.0) -> None:
+        self.gamma = float(gamma)
+        self.beta = float(beta)
+
+    def grad(self, u: Tensor, threshold: float) -> Tensor:
+        return ((u - threshold).abs_().mul_(-self.beta / threshold)).exp_().mul_(self.gamma)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, beta={self.beta}"
+
+    def config(self) -> dict:
+        return {"gamma": self.gamma, "beta": self.beta}
+
+
+class PassThrough(Surrogate):
+    """Straight-through estimator: ``∂s/∂u = 1``."""
+
+    name = "pass_through"
+
+    def grad(self, u: Tensor, threshold: float) -> Tensor:
+        return torch.ones_like(u)
+
+
+_SURROGATES: dict[str, Callable[..., Surrogate]] = {
+    "pwl": PiecewiseLinear,
+    "piecewise_linear": PiecewiseLinear,
+    "fast_sigmoid": FastSigmoid,
+    "exponential": Exponential,
+    "pass_through": PassThrough,
+    "straight_through": PassThrough,
+}
+
+
+def list_surrogates() -> list[str]:
+    """Names accepted by :func:`get_surrogate`."""
+    return sorted(_SURROGATES)
+
+
+def get_surrogate(surrogate: str | Surrogate = "pwl", **kwargs) -> Surrogate:
+    """A surrogate by name (``"pwl"``, ``"fast_sigmoid"``, ``"exponential"``, ``"pass_through"``)."""
+    if isinstance(surrogate, Surrogate):
+        if kwargs:
+            raise ValueError("surrogate options given with a surrogate instance")
+        return surrogate
+    try:
+        cls = _SURROGATES[surrogate]
+    except KeyError:
+        raise ValueError(
+            f"unknown surrogate {surrogate!r}; choose one of {', '.join(list_surrogates())}"
+        ) from None
+    return cls(**kwargs)
+
+
+class _SpikeFn(torch.autograd.Function):
+    """Heaviside ``u > θ`` forward, surrogate backward."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, threshold: float, surrogate: Surrogate) -> Tensor:
+        ctx.save_for_backward(u)
+        ctx.threshold = threshold
+        ctx.surrogate = surrogate
+        return (u > threshold).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_s: Tensor):
+        (u,) = ctx.saved_tensors
+        return grad_s * ctx.surrogate.grad(u, ctx.threshold), None, None
+
+
+def spike_fn(u: Tensor, threshold: float = 1.0, surrogate: Surrogate | None = None) -> Tensor:
+    """Eq. (3) spikes ``(u > θ)`` with the surrogate derivative (default eq. (6)) in backward."""
+    return _SpikeFn.apply(u, threshold, surrogate or PiecewiseLinear())
+
+
+# --------------------------------------------------------------------------------------------
+# Reference single step
+# --------------------------------------------------------------------------------------------
+
+
+def lif_step(
+    x: Tensor,
+    mem: Tensor | None,
+    *,
+    leak: float = 0.99,
+    threshold: float = 1.0,
+    reset: str = "soft",
+    surrogate: Surrogate | None = None,
+    detach_reset: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """One step of eqs. (2)-(3), from plain autograd ops (the reference implementation).
+
+    Args:
+        x: input current ``x[t]``, any shape.
+        mem: membrane after the previous step's reset, ``m[t-1]`` (``None`` = zeros).
+        leak: λ. threshold: θ. reset: ``"soft"`` (subtract θ) or ``"hard"`` (to 0).
+        surrogate: spike derivative in backward (default eq. (6)).
+        detach_reset: keep the reset term out of the gradient (as the paper's code).
+
+    Returns:
+        ``(spikes s[t], membrane m[t])``, both shaped like ``x``.
+    """
+    u = x if mem is None else leak * mem + x
+    s = spike_fn(u, threshold, surrogate)
+    r = s.detach() if detach_reset else s
+    if reset == "soft":
+        m = u - threshold * r
+    elif reset == "hard":
+        m = u * (1.0 - r)
+    else:
+        raise ValueError(f"reset must be 'soft' or 'hard', not {reset!r}")
+    return s, m
+
+
+# --------------------------------------------------------------------------------------------
+# Fused implementations (save only the surrogate term)
+# --------------------------------------------------------------------------------------------
+
+
+def _fire(u: Tensor, threshold: float, hard: bool) -> tuple[Tensor, Tensor]:
+    """Spike and reset of eq. (3): ``(s, m)`` from ``u``."""
+    s = (u > threshold).to(u.dtype)
+    m = u * (1.0 - s) if hard else u - threshold * s
+    return s, m
+
+
+def _mem_grad_factor(
+    u: Tensor, s: Tensor, g: Tensor, threshold: float, hard: bool, detach_reset: bool
+) -> Tensor | None:
+    """``∂m/∂u`` for the reset variant (``None`` means 1)."""
+    if hard:
+        return (1.0 - s) if detach_reset else (1.0 - s) - u * g
+    return None if detach_reset else 1.0 - threshold * g
+
+
+class _LIFStepFn(torch.autograd.Function):
+    """One fused LIF step: ``(x[t], m[t-1]) -> (s[t], m[t])``."""
+
+    @staticmethod
+    def forward(ctx, x, mem, leak, threshold, hard, detach_reset, surrogate):
+        u = x if mem is None else torch.add(x, mem, alpha=leak)
+        s, m = _fire(u, threshold, hard)
+        g = surrogate.grad(u, threshold)
+        k = _mem_grad_factor(u, s, g, threshold, hard, detach_reset)
+        ctx.save_for_backward(g, k) if k is not None else ctx.save_for_backward(g)
+        ctx.leak = leak
+        ctx.has_mem = mem is not None
+        return s, m
+
+    @staticmethod
+    def backward(ctx, grad_s, grad_m):
+        saved = ctx.saved_tensors
+        g = saved[0]
+        gu = grad_s * g if grad_s is not None else torch.zeros_like(g)
+        if grad_m is not None:
+            gu = gu + (grad_m * saved[1] if len(saved) > 1 else grad_m)
+        grad_mem = gu * ctx.leak if ctx.has_mem else None
+        return gu, grad_mem, None, None, None, None, None
+
+
+class _LIFSeqFn(torch.autograd.Function):
+    """A whole sequence ``x[0..T-1] -> s[0..T-1]`` in one autograd node (membrane from zero)."""
+
+    @staticmethod
+    def forward(ctx, x, leak, threshold, hard, detach_reset, surrogate):
+        T = x.shape[0]
+        spikes = torch.empty_like(x)
+        gs = torch.empty_like(x)
+        ks = torch.empty_like(x) if (hard or not detach_reset) else None
+        m = None
+        for t, xt in enumerate(x.unbind(0)):
+            u = xt if m is None else torch.add(xt, m, alpha=leak)
+            s, m = _fire(u, threshold, hard)
+            spikes[t] = s
+            g = surrogate.grad(u, threshold)
+            gs[t] = g
+            if ks is not None:
+                ks[t] = _mem_grad_factor(u, s, g, threshold, hard, detach_reset)
+        ctx.save_for_backward(gs, ks) if ks is not None else ctx.save_for_backward(gs)
+        ctx.leak = leak
+        ctx.T = T
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        saved = ctx.saved_tensors
+        gs = saved[0]
+        ks = saved[1] if len(saved) > 1 else None
+        grad_x = torch.empty_like(gs)
+        carry = None  # ∂L/∂u[t+1] · λ, i.e. the gradient reaching m[t]
+        for t in range(ctx.T - 1, -1, -1):
+            gu = grad_spikes[t] * gs[t]
+            if carry is not None:
+                gu = gu + (carry * ks[t] if ks is not None else carry)
+            grad_x[t] = gu
+            carry = gu * ctx.leak
+        return grad_x, None, None, None, None, None
+
+
+# --------------------------------------------------------------------------------------------
+# Modules
+# --------------------------------------------------------------------------------------------
+
+
+class LIF(nn.Module):
+    """Leaky integrate-and-fire neurons, eqs. (2)-(3), over a time-first input.
+
+    ``forward`` takes input currents ``[T, ...]`` and returns spikes ``[T, ...]`` (0/1, same
+    dtype). The membrane starts at zero on every call, so nothing needs resetting between
+    batches. For streaming, :meth:`step` advances one timestep with an explicit state.
+
+    Args:
+        leak: λ in eq. (2), ``0 < λ ≤ 1`` (1.0 = IF neuron).
+        threshold: θ in eq. (3), > 0.
+        reset: ``"soft"`` (subtract θ after a spike, the paper's choice) or ``"hard"`` (to 0).
+        surrogate: name or :class:`Surrogate` for the backward pass (default ``"pwl"``, eq. (6)).
+        surrogate_options: keyword arguments of the named surrogate, e.g. ``{"gamma": 0.3}``.
+        detach_reset: keep the reset out of the gradient (the paper's code and snnTorch do).
+    """
+
+    def __init__(
+        self,
+        leak: float = 0.99,
+        threshold: float = 1.0,
+        reset: str = "soft",
+        surrogate: str | Surrogate = "pwl",
+        surrogate_options: dict | None = None,
+        detach_reset: bool = True,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < leak <= 1.0:
+            raise ValueError(f"leak must be in (0, 1], got {leak}")
+        if threshold <= 0.0 or not math.isfinite(threshold):
+            raise ValueError(f"threshold must be a positive number, got {threshold}")
+        if reset not in ("soft", "hard"):
+            raise ValueError(f"reset must be 'soft' or 'hard', not {reset!r}")
+        self.leak = float(leak)
+        self.threshold = float(threshold)
+        self.reset = reset
+        self.surrogate = get_surrogate(surrogate, **(surrogate_options or {}))
+        self.detach_reset = bool(detach_reset)
+
+    def extra_repr(self) -> str:
+        return (
+            f"leak={self.leak}, threshold={self.threshold}, reset={self.reset!r}, "
+            f"surrogate={self.surrogate!r}"
+        )
+
+    def step(self, x: Tensor, mem: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Advance one timestep: ``(x[t], m[t-1]) -> (s[t], m[t])``; ``mem=None`` means zeros."""
+        hard = self.reset == "hard"
+        if torch.is_grad_enabled() and (x.requires_grad or (mem is not None and mem.requires_grad)):
+            return _LIFStepFn.apply(
+                x, mem, self.leak, self.threshold, hard, self.detach_reset, self.surrogate
+            )
+        u = x if mem is None else torch.add(x, mem, alpha=self.leak)
+        return _fire(u, self.threshold, hard)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Spikes ``[T, ...]`` for input currents ``[T, ...]`` (membrane starts at zero)."""
+        if x.dim() < 1:
+            raise ValueError("LIF expects a time-first tensor [T, ...]")
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _LIFSeqFn.apply(
+                x, self.leak, self.threshold, self.reset == "hard", self.detach_reset,
+                self.surrogate,
+            )
+        out = torch.empty_like(x)
+        m = None
+        for t, xt in enumerate(x.unbind(0)):
+            out[t], m = self.step(xt, m)
+        return out
+
+
+class IF(LIF):
+    """Integrate-and-fire neurons: :class:`LIF` with leak 1.0 (used by ANN→SNN conversion)."""
+
+    def __init__(self, threshold: float = 1.0, reset: str = "soft", **kwargs) -> None:
+        super().__init__(leak=1.0, threshold=threshold, reset=reset, **kwargs)
