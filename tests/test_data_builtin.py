@@ -55,8 +55,10 @@ def test_digits_are_visible(tmp_path):
     """Digit pixels contrast with the background around them."""
     ds = B.builtin("train", root=tmp_path, **SMALL)
     luma = ds.images.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255
-    diffs = [abs(luma[i][ds.labels[i] > 0].mean() - luma[i][ds.labels[i] == 0].mean())
-             for i in range(len(ds))]
+    diffs = [
+        abs(luma[i][ds.labels[i] > 0].mean() - luma[i][ds.labels[i] == 0].mean())
+        for i in range(len(ds))
+    ]
     assert np.median(diffs) > 0.1
 
 
@@ -140,7 +142,7 @@ def test_photo_parts_disjoint():
     for split in ("train", "val"):
         parts = B._photo_parts(split)
         assert len(parts) == len(photos) >= 2
-        for (name, arr), part in zip(photos, parts):
+        for (name, arr), part in zip(photos, parts, strict=True):
             x0, x1 = B.photo_part(name, arr.shape[1], split)
             assert (part.width, part.height) == (x1 - x0, arr.shape[0])
             assert np.array_equal(np.asarray(part), arr[:, x0:x1])

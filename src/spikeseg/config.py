@@ -165,6 +165,12 @@ def _check_type(hint: Any, value: Any) -> bool:
     return isinstance(value, hint)
 
 
+def _accepts_float(hint: Any) -> bool:
+    if hint is float:
+        return True
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and float in typing.get_args(hint)
+
+
 def _set(obj: Any, key: str, value: Any, source: str, prefix: str = "") -> None:
     names = {f.name: f for f in dataclasses.fields(obj)}
     if key not in names:
@@ -180,8 +186,15 @@ def _set(obj: Any, key: str, value: Any, source: str, prefix: str = "") -> None:
             _set(current, k, v, source, f"{prefix}{key}.")
         return
     hint = typing.get_type_hints(type(obj))[key]
-    if isinstance(value, int) and not isinstance(value, bool) and hint is float:
-        value = float(value)
+    if _accepts_float(hint):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif isinstance(value, str):
+            # PyYAML (YAML 1.1) reads exponents without a dot, such as 1e-4, as strings.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
     if not _check_type(hint, value):
         tname = getattr(hint, "__name__", str(hint))
         raise SpikesegError(

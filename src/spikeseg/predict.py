@@ -24,7 +24,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise SpikesegError(f"input image {p} not found")
     try:
         with Image.open(p) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise SpikesegError(f"input image {p} is unreadable: {e}") from None
 

@@ -1,5 +1,6 @@
 """Datasets: the interface, the registry, and the datasets that ship with spikeseg."""
 
+from . import builtin  # noqa: E402,F401  (registers "builtin")
 from .base import (
     IGNORE_INDEX,
     DatasetInfo,
@@ -9,7 +10,6 @@ from .base import (
     list_datasets,
     register_dataset,
 )
-from . import builtin  # noqa: E402,F401  (registers "builtin")
 
 __all__ = [
     "IGNORE_INDEX",

@@ -14,6 +14,7 @@ channels, whether its samples are already time series, and a colour palette for 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,4 +112,14 @@ def build_dataset(name: str, split: str, root: str | None = None, **options: Any
         raise SpikesegError(
             f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}"
         )
-    return _DATASETS[name](split=split, root=root, **options)
+    builder = _DATASETS[name]
+    params = inspect.signature(builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        valid = [p for p in params if p not in ("split", "root")]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise SpikesegError(
+                f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; "
+                f"valid options: {', '.join(valid)}"
+            )
+    return builder(split=split, root=root, **options)

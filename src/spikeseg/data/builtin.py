@@ -82,8 +82,8 @@ _MIN_SIZE = 16
 def _require_packages() -> None:
     """Import scikit-learn and scikit-image, or raise a one-line :class:`SpikesegError`."""
     try:
-        import sklearn.datasets  # noqa: F401
         import skimage  # noqa: F401
+        import sklearn.datasets  # noqa: F401
     except ImportError as e:
         raise SpikesegError(
             f"the built-in dataset needs scikit-learn and scikit-image ({e.name or e} is "
@@ -123,7 +123,7 @@ def _load_photos() -> tuple[tuple[str, np.ndarray], ...]:
 
     photos: list[tuple[str, np.ndarray]] = []
     bunch = load_sample_images()
-    for path, img in zip(bunch.filenames, bunch.images):
+    for path, img in zip(bunch.filenames, bunch.images, strict=True):
         photos.append((os.path.basename(path), np.ascontiguousarray(img[..., :3], np.uint8)))
     data_dir = _skimage_data_dir()
     for name in _SKIMAGE_PHOTOS:
@@ -368,13 +368,16 @@ def _read_cache(path: Path, params: dict[str, Any]) -> tuple[np.ndarray, np.ndar
         warnings.warn(f"ignoring unreadable cache file {path} ({e}); regenerating", stacklevel=3)
         return None
     if not ok:
-        warnings.warn(f"ignoring cache file {path} (contents do not match); regenerating",
-                      stacklevel=3)
+        warnings.warn(
+            f"ignoring cache file {path} (contents do not match); regenerating", stacklevel=3
+        )
         return None
     return images, labels
 
 
-def _write_cache(path: Path, params: dict[str, Any], images: np.ndarray, labels: np.ndarray) -> bool:
+def _write_cache(
+    path: Path, params: dict[str, Any], images: np.ndarray, labels: np.ndarray
+) -> bool:
     """Write atomically (temp file in the same folder, then rename); False if it failed."""
     tmp = None
     try:
@@ -387,8 +390,9 @@ def _write_cache(path: Path, params: dict[str, Any], images: np.ndarray, labels:
         os.replace(tmp, path)
         return True
     except OSError as e:
-        warnings.warn(f"could not write the cache file {path} ({e}); keeping the data in memory",
-                      stacklevel=3)
+        warnings.warn(
+            f"could not write the cache file {path} ({e}); keeping the data in memory", stacklevel=3
+        )
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
         return False

@@ -140,12 +140,18 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
     state_path = ck_dir / "train_state.pt"
     if resume and not state_path.is_file():
         raise SpikesegError(f"nothing to resume in {run_dir}: {state_path.name} not found")
-    if not resume and state_path.is_file():
-        raise SpikesegError(
-            f"run directory {run_dir} already holds a run; pass --resume to continue it or "
-            "set train.name to start another"
-        )
+    if not resume and run_dir.exists():
+        # Never overwrite a run: take the next free name (name-2, name-3, ...).
+        n = 2
+        while (Path(t.out_dir) / f"{name}-{n}").exists():
+            n += 1
+        name = f"{name}-{n}"
+        run_dir = Path(t.out_dir) / name
+        ck_dir, state_path = run_dir / "checkpoints", run_dir / "checkpoints" / "train_state.pt"
     ck_dir.mkdir(parents=True, exist_ok=True)
+    cfg.train.name = name
+    if not resume:
+        log(f"run directory {run_dir} (if interrupted, continue with --set train.name={name} --resume)")
     save_config(cfg, run_dir / "config.yaml")
 
     cl = t.channels_last

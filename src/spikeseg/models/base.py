@@ -139,6 +139,11 @@ class SegmentationModel(nn.Module):
             T = x.shape[0]
             frames = iter(x.unbind(0))
             static = False
+        if self.training and T > self.timesteps:
+            raise ValueError(
+                f"model built for {self.timesteps} timesteps cannot train on {T}: BNTT has "
+                f"statistics for {self.timesteps} steps only; build it with timesteps={T}"
+            )
         mode = self.resolve_step_mode(x.device)
         if mode == "fold":
             seq = torch.stack(list(frames)) if static else x

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .registry import register_model
-from .vgg9 import DeepLabVGG9, FCNVGG9
+from .vgg9 import FCNVGG9, DeepLabVGG9
 
 
 @register_model("spiking_deeplab", arch=DeepLabVGG9, spiking=True, twin="deeplab")

@@ -1,0 +1,261 @@
+"""Shared helpers of the benchmark scripts: machine description, timing statistics, peak memory,
+one subprocess per implementation, Markdown tables and JSON output.
+
+Not part of the ``spikeseg`` package; imported by the scripts in this folder (Python puts a
+script's own folder on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULT_MARKER = "@@BENCH-RESULT@@"
+
+
+# --------------------------------------------------------------------------------------------
+# Machine
+# --------------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    m = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    return m.group(1).strip() if m else (platform.processor() or "unknown")
+
+
+def cpu_flags_of_note() -> list[str]:
+    """The vector-extension flags that matter for these kernels (AVX2, AVX-512, AMX...)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    m = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
+    flags = set(m.group(1).split()) if m else set()
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+    return [f for f in wanted if f in flags]
+
+
+def machine_info(threads: int, device: str) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count()
+    info: dict[str, Any] = {
+        "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags_of_note(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "torch_threads": threads,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info["cuda_version"] = torch.version.cuda
+    for name in ("snntorch", "spikingjelly", "spikeseg"):
+        info[f"{name}_version"] = package_version(name)
+    return info
+
+
+def package_version(name: str) -> str | None:
+    """Installed version of a distribution, or None."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Timing and memory
+# --------------------------------------------------------------------------------------------
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued kernels (CUDA); no-op on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        m = re.search(rf"^{field}:\s+(\d+)\s*kB", Path("/proc/self/status").read_text(), re.M)
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
+
+
+class PeakMemory:
+    """Peak memory used above a baseline, in bytes.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` minus the memory allocated at :meth:`start`.
+    CPU: the process's peak resident set size minus its resident size at :meth:`start`. On
+    Linux the peak is reset at :meth:`start` (``/proc/self/clear_refs``), so it covers only
+    what follows; where that is not possible, ``ru_maxrss`` is used, which is right only in a
+    fresh process whose peak so far is its current size (hence one subprocess per
+    implementation).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.method = ""
+        self.baseline = 0
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            sync(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline = torch.cuda.memory_allocated(self.device)
+            self.method = "torch.cuda.max_memory_allocated"
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM (peak RSS) to the current RSS
+            rss = _status_kb("VmRSS")
+            if rss is None or _status_kb("VmHWM") is None:
+                raise OSError("no VmRSS/VmHWM")
+            self.baseline = rss * 1024
+            self.method = "peak RSS (VmHWM, reset at start)"
+        except OSError:
+            self.baseline = (_status_kb("VmRSS") or 0) * 1024
+            self.method = "ru_maxrss"
+
+    def peak(self) -> int:
+        """Peak bytes above the baseline since :meth:`start`."""
+        if self.device.type == "cuda":
+            sync(self.device)
+            return torch.cuda.max_memory_allocated(self.device) - self.baseline
+        if self.method.startswith("peak RSS"):
+            hwm = _status_kb("VmHWM") or 0
+        else:
+            hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+        return max(0, hwm * 1024 - self.baseline)
+
+
+def busy_warning(threads: int, device: str) -> str | None:
+    """A warning when other processes keep the cores busy (timings then mean little: OpenMP
+    threads waiting on descheduled peers can make small parallel ops 10-100× slower)."""
+    if not device.startswith("cpu") or not hasattr(os, "getloadavg"):
+        return None
+    load = os.getloadavg()[0]
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    if load > cores - threads + 0.75:
+        return (f"load average {load:.1f} on {cores} cores with {threads} torch threads: "
+                "other processes compete for the cores, so these timings are unreliable")
+    return None
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
+    """``(fn(), seconds)``, synchronising the device around the call."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# One subprocess per implementation
+# --------------------------------------------------------------------------------------------
+
+
+def emit_result(result: dict[str, Any]) -> None:
+    """Worker side: print the result for :func:`run_worker` to parse."""
+    sys.stdout.write(RESULT_MARKER + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def run_worker(script: str, config: dict[str, Any], timeout: float | None = None) -> dict:
+    """Run ``python script --worker CONFIG_JSON`` in a fresh interpreter; its result dict.
+
+    A failing worker gives ``{"error": ...}`` with the tail of its output.
+    """
+    cmd = [sys.executable, script, "--worker", json.dumps(config)]
+    env = dict(os.environ)
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER):])
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+    return {"error": f"worker exited with {proc.returncode}: " + " | ".join(tail)}
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None or s != s:
+        return "–"
+    if s >= 1.0:
+        return f"{s:.2f} s"
+    return f"{s * 1e3:.1f} ms"
+
+
+def fmt_bytes(b: float | None) -> str:
+    if b is None:
+        return "–"
+    if b >= 1024**3:
+        return f"{b / 1024**3:.2f} GiB"
+    if b >= 10 * 1024**2:
+        return f"{b / 1024**2:.0f} MiB"
+    return f"{b / 1024**2:.1f} MiB"
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "–" if x is None or x != x else f"{x:.2f}×"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nraw numbers written to {path}")
+
+
+def command_line() -> str:
+    return " ".join([Path(sys.executable).name, *sys.argv])

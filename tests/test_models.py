@@ -1,0 +1,131 @@
+"""Registry-driven model tests: shapes, time-first input, execution modes, errors."""
+
+import pytest
+import torch
+
+from spikeseg import models
+from spikeseg.models.layers import scale_channels
+
+TINY = dict(width=0.125)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def test_registry_lists_the_four_table1_models():
+    assert models.list_models() == ["deeplab", "fcn", "spiking_deeplab", "spiking_fcn"]
+    assert models.list_models("spiking_*") == ["spiking_deeplab", "spiking_fcn"]
+    assert models.model_entry("spiking_fcn").twin == "fcn"
+
+
+@pytest.mark.parametrize("name", models.list_models())
+@pytest.mark.parametrize("size", [(32, 32), (24, 40), (37, 29)])
+def test_output_shape_at_input_resolution(name, size):
+    m = models.create(name, num_classes=5, timesteps=2, **TINY)
+    x = torch.rand(2, 3, *size)
+    y = m(x)
+    assert y.shape == (2, 5, *size)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", models.list_models("spiking_*"))
+def test_spiking_models_accept_event_frames(name):
+    m = models.create(name, num_classes=4, in_channels=2, timesteps=5, **TINY)
+    frames = (torch.rand(5, 2, 2, 32, 48) < 0.3).float()  # T=5 given by the input
+    assert m(frames).shape == (2, 4, 32, 48)
+    assert m.eval()(frames[:3]).shape == (2, 4, 32, 48)
+    with pytest.raises(ValueError, match="built for 5 timesteps cannot train on 6"):
+        m.train()(torch.cat([frames, frames[:1]]))
+
+
+@pytest.mark.parametrize("name", models.list_models("spiking_*"))
+def test_step_and_fold_modes_are_identical(name):
+    m = models.create(name, num_classes=3, timesteps=3, **TINY)
+    x = torch.rand(2, 3, 32, 32)
+    m.train()  # batch statistics: BNTT per timestep must agree too
+    m.step_mode = "step"
+    a = m(x, generator=torch.Generator().manual_seed(0))
+    m.step_mode = "fold"
+    b = m(x, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(a, b, atol=1e-5)
+    # Gradients agree as well.
+    ga = torch.autograd.grad(a.square().sum(), list(m.parameters()), allow_unused=True)
+    gb = torch.autograd.grad(b.square().sum(), list(m.parameters()), allow_unused=True)
+    for u, v in zip(ga, gb, strict=True):
+        if u is not None:
+            assert torch.allclose(u, v, atol=1e-4, rtol=1e-3)
+
+
+def test_output_layer_accumulates_over_time():
+    """Static input: logits are the time average of the output layer's input, so a network
+    fed the same frame at every step gives the same logits for any T (direct coding)."""
+    m = models.create("spiking_deeplab", num_classes=3, timesteps=4, encoding="direct", **TINY).eval()
+    x = torch.rand(1, 3, 32, 32)
+    frames = x.expand(4, 1, 3, 32, 32)
+    assert torch.allclose(m(x), m(frames), atol=1e-6)
+
+
+def test_timesteps_argument_and_seeded_encoding():
+    m = models.create("spiking_fcn", num_classes=3, timesteps=4, **TINY).eval()
+    x = torch.rand(1, 3, 32, 32)
+    a = m(x, generator=torch.Generator().manual_seed(1))
+    b = m(x, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert m(x, timesteps=9).shape == a.shape  # eval beyond the trained window
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_architecture_matches_table1(name):
+    m = models.create(name, num_classes=21)
+    convs = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
+    if "deeplab" in name:
+        outs = [c.out_channels for c in convs]
+        assert outs == [64, 64, 128, 128, 256, 256, 256, 1024, 21]
+        assert [c.dilation[0] for c in convs] == [1, 1, 1, 1, 1, 2, 2, 12, 1]
+    else:
+        backbone = [c.out_channels for c in convs if c.kernel_size == (3, 3)]
+        assert backbone == [64, 64, 128, 128, 256, 256, 256, 1024, 1024]
+        assert len([c for c in convs if c.kernel_size == (1, 1)]) == 4  # skip scores
+        tconvs = [mod for mod in m.modules() if isinstance(mod, torch.nn.ConvTranspose2d)]
+        assert [(t.kernel_size, t.stride) for t in tconvs] == [((3, 3), (2, 2))] * 3
+    pools = [mod for mod in m.modules() if isinstance(mod, torch.nn.AvgPool2d)]
+    assert all(p.kernel_size == 3 and p.stride == 2 and p.padding == 1 for p in pools)
+    assert all(c.bias is None for c in convs if c.kernel_size == (3, 3))
+    spiking = models.model_entry(name).spiking
+    assert bool(m.neurons()) == spiking
+    if spiking:
+        lif = m.neurons()[0][1]
+        assert (lif.leak, lif.threshold, lif.reset) == (0.99, 1.0, "soft")
+        assert all(b.timesteps == 20 for b in m.bntt_modules())
+
+
+def test_width_scales_channels():
+    m = models.create("deeplab", num_classes=2, width=0.5)
+    assert m.features[0].conv.out_channels == 32
+    assert scale_channels(64, 0.01) == 1
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(ValueError, match="unknown model 'unet'.*spiking_deeplab"):
+        models.create("unet", 3)
+    with pytest.raises(ValueError, match="no option 'leak'"):
+        models.create("deeplab", 3, leak=0.9)  # ANNs have no neurons
+    with pytest.raises(ValueError, match="no option 'depth'"):
+        models.create("spiking_fcn", 3, depth=3)
+    m = models.create("spiking_deeplab", 3, timesteps=2, **TINY)
+    with pytest.raises(ValueError, match="3 input channels, got 2"):
+        m(torch.rand(1, 2, 32, 32))
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        m(torch.rand(3, 32, 32))
+    with pytest.raises(ValueError, match="already registered"):
+        models.register_model("deeplab", arch=models.DeepLabVGG9, spiking=False)(lambda: None)
+
+
+def test_no_hidden_state_between_calls():
+    m = models.create("spiking_deeplab", 3, timesteps=3, encoding="direct", **TINY).eval()
+    x = torch.rand(2, 3, 32, 32)
+    first = m(x)
+    m(torch.rand(2, 3, 32, 32) * 5)  # a very different batch in between
+    assert torch.equal(m(x), first)
