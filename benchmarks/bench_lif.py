@@ -211,9 +211,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    metavar=("T", "B", "C", "H", "W"), help="shape of the equivalence check")
     p.add_argument("--no-check", action="store_true", help="skip the equivalence check")
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
-                   help="one subprocess per implementation (default; --quick: in-process, 1 thread)")
+                   help="one subprocess per implementation (default; --quick: in-process)")
     p.add_argument("--quick", action="store_true",
-                   help="tiny size (T4 B2 C8 16×16, 3 repeats, in-process, 1 thread) to test the script")
+                   help="tiny size (T4 B2 C8 16×16, 3 repeats, in-process, 1 thread): a smoke test")
     p.add_argument("--out", metavar="FILE.json", help="also write the raw numbers here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -224,7 +224,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-check", action="store_true", help="skip the logits check")
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
-                   help="one subprocess per implementation (default; --quick: in-process, 1 thread)")
+                   help="one subprocess per implementation (default; --quick: in-process)")
     p.add_argument("--timeout", type=float, default=3600.0, help="per implementation, seconds")
     p.add_argument("--quick", action="store_true",
                    help="tiny size (32×32, T3, B2, width 0.125, 2 repeats, in-process, 1 thread)")

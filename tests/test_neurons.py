@@ -144,6 +144,11 @@ def test_gradient_reaches_earlier_timesteps_through_the_membrane():
 
 
 def test_matches_snntorch_leaky_subtract_reset_without_delay():
+    """Inputs below θ keep u < 2θ: there snnTorch's Leaky(reset_delay=False) is eqs. (2)-(3).
+
+    (Above that, snnTorch subtracts θ a second time when the membrane is still above θ after
+    its reset; see benchmarks/README.md.)
+    """
     snn = pytest.importorskip("snntorch")  # a dev dependency: installed by the test command
     torch.manual_seed(1)
     x = torch.rand(12, 4, 6) * 0.9

@@ -15,6 +15,7 @@ from ..config import DataConfig
 from ..data import IGNORE_INDEX, SegmentationDataset, build_dataset
 from ..errors import SpikesegError
 from .checkpoint import load_checkpoint
+from .distributed import all_reduce_sum
 from .metrics import ConfusionMatrix, SegmentationScores
 
 __all__ = [
@@ -139,6 +140,7 @@ def evaluate(
         n += y.shape[0]
     bar.close()
     cm.all_reduce()
+    n = int(all_reduce_sum([float(n)], device)[0])
     names = getattr(getattr(ds, "info", None), "class_names", None) or [
         str(i) for i in range(num_classes)
     ]

@@ -36,6 +36,7 @@ from ..data import IGNORE_INDEX
 from ..errors import SpikesegError
 from ..models import count_parameters, create, model_entry
 from .checkpoint import atomic_torch_save, save_checkpoint
+from .distributed import ShardSampler, all_reduce_sum, barrier, init_distributed
 from .evaluate import EvalResult, build_split, evaluate, prepare_model, resolve_device, to_input
 
 __all__ = ["train", "TrainResult", "segmentation_loss"]
@@ -126,7 +127,9 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = resolve_device(t.device)
+    info_d, device = init_distributed(resolve_device(t.device))
+    if not info_d.is_main:
+        log, progress = (lambda *_a, **_k: None), False
     seed_everything(t.seed)
 
     train_set = build_split(cfg.data, "train")
@@ -140,28 +143,34 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
     state_path = ck_dir / "train_state.pt"
     if resume and not state_path.is_file():
         raise SpikesegError(f"nothing to resume in {run_dir}: {state_path.name} not found")
-    if not resume and run_dir.exists():
+    if not resume and run_dir.exists() and info_d.is_main:
         # Never overwrite a run: take the next free name (name-2, name-3, ...).
         n = 2
         while (Path(t.out_dir) / f"{name}-{n}").exists():
             n += 1
         name = f"{name}-{n}"
-        run_dir = Path(t.out_dir) / name
-        ck_dir, state_path = run_dir / "checkpoints", run_dir / "checkpoints" / "train_state.pt"
-    ck_dir.mkdir(parents=True, exist_ok=True)
+    if info_d.enabled:  # every process uses rank 0's choice of name
+        box = [name]
+        torch.distributed.broadcast_object_list(box, src=0)
+        name = box[0]
+    run_dir = Path(t.out_dir) / name
+    ck_dir, state_path = run_dir / "checkpoints", run_dir / "checkpoints" / "train_state.pt"
     cfg.train.name = name
+    if info_d.is_main:
+        ck_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
     if not resume:
         log(f"run directory {run_dir} (if interrupted, continue with --set train.name={name} --resume)")
-    save_config(cfg, run_dir / "config.yaml")
 
     cl = t.channels_last
     model = prepare_model(model, device, cl)
+    net = model  # the plain module (not the DDP wrapper): attributes, evaluation, checkpoints
     optimizer = _optimizer(cfg, model.parameters())
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, _milestones(cfg), gamma=t.lr_gamma)
     start_epoch, best_miou, best_epoch = 0, -1.0, -1
     if resume:
         state = torch.load(state_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_miou, best_epoch = state["epoch"] + 1, state["best_miou"], state["best_epoch"]
@@ -170,22 +179,29 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
         random.setstate(state["rng"]["python"])
         log(f"resuming {run_dir} after epoch {state['epoch'] + 1}")
 
-    shuffle_gen = torch.Generator().manual_seed(t.seed)
-    if len(train_set) < t.batch_size:
+    # The shuffle is seeded by (seed, epoch), so a resumed run sees the same order; under
+    # torchrun each process takes its own shard.
+    train_sampler = ShardSampler(len(train_set), info_d, shuffle=True, seed=t.seed, drop_last=True)
+    if len(train_sampler) < t.batch_size:
         raise SpikesegError(
-            f"training split has {len(train_set)} samples, fewer than train.batch_size={t.batch_size}"
+            f"training split has {len(train_sampler)} samples per process, fewer than "
+            f"train.batch_size={t.batch_size}"
         )
     train_loader = DataLoader(
-        train_set, batch_size=t.batch_size, shuffle=True, drop_last=True,
-        num_workers=cfg.data.num_workers, generator=shuffle_gen,
-        pin_memory=device.type == "cuda",
+        train_set, batch_size=t.batch_size, sampler=train_sampler, drop_last=True,
+        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
     )
-    val_loader = DataLoader(val_set, batch_size=t.batch_size, shuffle=False,
-                            num_workers=cfg.data.num_workers)
+    val_loader = DataLoader(val_set, batch_size=t.batch_size, num_workers=cfg.data.num_workers,
+                            sampler=ShardSampler(len(val_set), info_d, shuffle=False))
+    if info_d.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
     log(
         f"{cfg.model.name}: {count_parameters(model) / 1e6:.2f} M parameters, "
         f"{info.num_classes} classes, {len(train_set)} train / {len(val_set)} val images, "
-        f"device {device}" + (f", T={cfg.model.timesteps}" if spiking else "")
+        f"device {device}" + (f" x {info_d.world_size} processes" if info_d.enabled else "")
+        + (f", T={cfg.model.timesteps}" if spiking else "")
     )
     cl_on = device.type == "cpu" if cl is None else cl
     steps = len(train_loader) if t.max_steps_per_epoch is None else min(
@@ -197,8 +213,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
                     "in_channels": info.in_channels, "temporal": info.temporal},
     }
     for epoch in range(start_epoch, t.epochs):
-        # Re-seed the shuffle per epoch so a resumed run sees the same order.
-        shuffle_gen.manual_seed(t.seed * 1000003 + epoch)
+        train_sampler.set_epoch(epoch)
         model.train()
         t0 = time.perf_counter()
         loss_sum, correct, labelled = 0.0, 0, 0
@@ -231,14 +246,16 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
         bar.close()
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
+        loss_sum, n_steps, correct, labelled = all_reduce_sum(
+            [loss_sum, float(steps), float(correct), float(labelled)], device)
         row: dict[str, Any] = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(steps, 1),
+            "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(n_steps, 1),
             "train_pixel_accuracy": correct / max(labelled, 1),
         }
         is_last = epoch + 1 == t.epochs
         if (epoch + 1) % t.eval_every == 0 or is_last:
             last_eval = evaluate(
-                model, val_loader, device, timesteps=t.eval_timesteps,
+                net, val_loader, device, timesteps=t.eval_timesteps,
                 max_batches=t.max_val_batches, progress=progress, seed=t.seed,
                 channels_last=cl, desc="validate",
             )
@@ -246,28 +263,15 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
             row.update(val_miou=s.miou, val_pixel_accuracy=s.pixel_accuracy,
                        val_mean_accuracy=s.mean_accuracy)
         row["epoch_seconds"] = time.perf_counter() - t0
-        _append_csv(run_dir / "metrics.csv", row)
-
-        meta = {**meta_base, "epoch": epoch + 1, "metrics": {k: row.get(k) for k in row}}
-        if last_eval is not None and "val_miou" in row:
-            meta["eval"] = last_eval.as_dict()
-        save_checkpoint(ck_dir / f"epoch_{epoch + 1:03d}", model, cfg.model.name, meta)
-        save_checkpoint(ck_dir / "last", model, cfg.model.name, meta)
         miou = row.get("val_miou")
         improved = miou is not None and not math.isnan(miou) and miou > best_miou
         if improved:
             best_miou, best_epoch = miou, epoch + 1
-            save_checkpoint(ck_dir / "best", model, cfg.model.name, meta)
-        atomic_torch_save(
-            {
-                "epoch": epoch, "best_miou": best_miou, "best_epoch": best_epoch,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "spikeseg_version": __version__,
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                        "python": random.getstate()},
-            },
-            state_path,
-        )
+        if info_d.is_main:
+            _save_epoch(run_dir, cfg, net, optimizer, scheduler, row, meta_base, last_eval,
+                        epoch, improved, best_miou, best_epoch)
+        barrier()
+
         log(
             f"epoch {epoch + 1:3d}/{t.epochs}  loss {_fmt(row['train_loss'])}  "
             f"train pixel acc {_fmt(row['train_pixel_accuracy'])}  "
@@ -275,10 +279,35 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
                if miou is not None else "")
             + f"lr {lr:.2g}  {row['epoch_seconds']:.0f}s" + ("  *best" if improved else "")
         )
-    if best_epoch < 0:
+    if best_epoch < 0 and info_d.is_main:
         # No evaluation happened (e.g. resumed after the last epoch): keep "best" meaningful.
-        save_checkpoint(ck_dir / "best", model, cfg.model.name, meta_base)
+        save_checkpoint(ck_dir / "best", net, cfg.model.name, meta_base)
+    barrier()
     return TrainResult(
         run_dir=run_dir, best_miou=best_miou, best_epoch=best_epoch, last_eval=last_eval,
         best_checkpoint=ck_dir / "best.safetensors", last_checkpoint=ck_dir / "last.safetensors",
+    )
+
+
+def _save_epoch(run_dir, cfg, net, optimizer, scheduler, row, meta_base, last_eval, epoch,
+                improved, best_miou, best_epoch) -> None:
+    """Write an epoch's metrics row, checkpoints and resumable training state (rank 0)."""
+    ck_dir = run_dir / "checkpoints"
+    _append_csv(run_dir / "metrics.csv", row)
+    meta = {**meta_base, "epoch": epoch + 1, "metrics": dict(row)}
+    if last_eval is not None and "val_miou" in row:
+        meta["eval"] = last_eval.as_dict()
+    save_checkpoint(ck_dir / f"epoch_{epoch + 1:03d}", net, cfg.model.name, meta)
+    save_checkpoint(ck_dir / "last", net, cfg.model.name, meta)
+    if improved:
+        save_checkpoint(ck_dir / "best", net, cfg.model.name, meta)
+    atomic_torch_save(
+        {
+            "epoch": epoch, "best_miou": best_miou, "best_epoch": best_epoch,
+            "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "spikeseg_version": __version__,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()},
+        },
+        ck_dir / "train_state.pt",
     )
