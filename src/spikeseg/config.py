@@ -121,7 +121,7 @@ class TrainConfig:
     grad_clip: float | None = None
     """Clip the gradient norm to this value."""
     channels_last: bool | None = None
-    """Channels-last memory format (None = on for CPU, where it is ~1.7x faster)."""
+    """Channels-last memory format (None = on for CPU, where it is faster: docs/benchmarks.md)."""
     threads: int | None = None
     """torch intra-op threads (None = torch's default)."""
 

@@ -35,7 +35,7 @@ from ..config import Config, save_config
 from ..data import IGNORE_INDEX
 from ..errors import SpikesegError
 from ..models import count_parameters, create, model_entry
-from .checkpoint import atomic_torch_save, save_checkpoint
+from .checkpoint import atomic_torch_save, load_state, save_checkpoint
 from .distributed import ShardSampler, all_reduce_sum, barrier, init_distributed
 from .evaluate import EvalResult, build_split, evaluate, prepare_model, resolve_device, to_input
 
@@ -170,7 +170,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
     start_epoch, best_miou, best_epoch = 0, -1.0, -1
     if resume:
         state = torch.load(state_path, map_location="cpu", weights_only=False)
-        net.load_state_dict(state["model"])
+        load_state(net, state["model"], source=str(state_path))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_miou, best_epoch = state["epoch"] + 1, state["best_miou"], state["best_epoch"]
