@@ -115,3 +115,33 @@ def test_resume_continues_where_it_stopped(tmp_path, data_cache):
         assert float(a["val_miou"]) == pytest.approx(float(b["val_miou"]), rel=1e-4)
     with pytest.raises(SpikesegError, match="nothing to resume"):
         train(load_config(None, base + ["train.name=never"]), resume=True, progress=False)
+
+
+def test_label_outside_class_range_is_a_clear_error(tiny_config, monkeypatch):
+    from spikeseg.data import builtin as builtin_module
+
+    orig = builtin_module.BuiltinDigits.__getitem__
+
+    def corrupt(self, i):
+        x, y = orig(self, i)
+        y[0, 0] = 12  # 11 classes: 0..10
+        return x, y
+
+    monkeypatch.setattr(builtin_module.BuiltinDigits, "__getitem__", corrupt)
+    with pytest.raises(SpikesegError, match=r"label 12 is outside the classes 0..10"):
+        train(tiny_config, progress=False, log=lambda *_: None)
+
+
+def test_output_layer_gradient_matches_finite_differences():
+    """The accumulator output stage is smooth: autograd agrees with finite differences."""
+    torch.manual_seed(0)
+    m = create("spiking_fcn", 3, timesteps=2, width=0.125, encoding="direct").double().eval()
+    frames = torch.rand(1, 3, 16, 16, dtype=torch.float64).expand(2, 1, 3, 16, 16)
+
+    def logits(score1_weight, up3_weight):
+        params = {"score1.weight": score1_weight, "up3.weight": up3_weight}
+        return torch.func.functional_call(m, params, (frames,))
+
+    inputs = (m.score1.weight.detach().clone().requires_grad_(),
+              m.up3.weight.detach().clone().requires_grad_())
+    assert torch.autograd.gradcheck(logits, inputs)

@@ -64,6 +64,17 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
 
 
+def check_labels(y: torch.Tensor, num_classes: int, where: str) -> None:
+    """SpikesegError if ``y`` holds a value that is neither a class id nor 255 (ignore)."""
+    bad = (y != IGNORE_INDEX) & ((y < 0) | (y >= num_classes))
+    if bad.any():
+        v = int(y[bad][0])
+        raise SpikesegError(
+            f"{where}: label {v} is outside the classes 0..{num_classes - 1} (255 = ignore); "
+            "check the dataset's labels or its number of classes"
+        )
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -222,6 +233,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
         for i, (x, y) in enumerate(train_loader):
             if i >= steps:
                 break
+            check_labels(y, info.num_classes, f"training batch {i + 1} of epoch {epoch + 1}")
             x = to_input(x, device, cl_on)
             y = y.to(device, non_blocking=True)
             logits = model(x)
