@@ -259,3 +259,65 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
 
 def command_line() -> str:
     return " ".join([Path(sys.executable).name, *sys.argv])
+
+
+# --------------------------------------------------------------------------------------------
+# The driver pieces both scripts share
+# --------------------------------------------------------------------------------------------
+
+
+def finish_args(args: Any) -> Any:
+    """Defaults that depend on ``--quick``: in-process and 1 thread for a smoke test."""
+    if args.isolate is None:
+        args.isolate = not args.quick
+    if args.threads is None:
+        args.threads = 1 if args.quick else torch.get_num_threads()
+    return args
+
+
+def select_impls(
+    spec: str, known: Sequence[str], peer_of: Callable[[str], str | None],
+    status: dict[str, str | None],
+) -> tuple[list[str], list[str]]:
+    """The implementations named in ``spec`` whose peer imports, and notes on those skipped."""
+    impls = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [i for i in impls if i not in known]
+    if unknown:
+        sys.exit(f"unknown implementation(s) {unknown}; choose from {list(known)}")
+    notes = [f"{name} not importable ({why}); its rows are skipped"
+             for name, why in status.items() if why is not None]
+    impls = [i for i in impls if peer_of(i) is None or status.get(peer_of(i)) is None]
+    return impls, notes
+
+
+def measure_all(
+    impls: Sequence[str], make_cfg: Callable[[str], dict[str, Any]],
+    measure: Callable[[dict[str, Any]], dict[str, Any]], script: str, isolate: bool,
+    timeout: float | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Measure each implementation, in its own subprocess when ``isolate``; errors are kept."""
+    results: dict[str, dict[str, Any]] = {}
+    for impl in impls:
+        cfg = make_cfg(impl)
+        sys.stdout.flush()
+        print(f"… {impl}", file=sys.stderr, flush=True)
+        if isolate:
+            kw = {} if timeout is None else {"timeout": timeout}
+            res = run_worker(script, cfg, **kw)
+        else:
+            try:
+                res = measure(cfg)
+            except Exception as e:  # report and go on with the others
+                res = {"error": f"{type(e).__name__}: {e}"}
+        results[impl] = res
+    return results
+
+
+def fastest_spikeseg(
+    results: dict[str, dict[str, Any]],
+) -> tuple[dict[str, dict[str, Any]], str | None, dict[str, Any] | None]:
+    """``(successful results, name and result of the fastest spikeseg row)``: the reference."""
+    ok = {k: v for k, v in results.items() if "error" not in v}
+    name = min((k for k in ok if k.startswith("spikeseg")),
+               key=lambda k: ok[k]["median_total_s"], default=None)
+    return ok, name, (ok.get(name) if name else None)

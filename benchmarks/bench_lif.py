@@ -30,13 +30,16 @@ from _common import (
     busy_warning,
     command_line,
     emit_result,
+    fastest_spikeseg,
+    finish_args,
     fmt_bytes,
     fmt_ratio,
     fmt_seconds,
     machine_info,
     markdown_table,
+    measure_all,
     median,
-    run_worker,
+    select_impls,
     timed,
     write_json,
 )
@@ -221,11 +224,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.timesteps, args.batch, args.channels, args.height, args.width = 4, 2, 8, 16, 16
         args.repeats = min(args.repeats, 3)
         args.check_size = (8, 2, 4, 8, 8)
-    if args.isolate is None:
-        args.isolate = not args.quick
-    if args.threads is None:
-        args.threads = 1 if args.quick else torch.get_num_threads()
-    return args
+    return finish_args(args)
 
 
 def main(argv=None) -> int:
@@ -234,16 +233,7 @@ def main(argv=None) -> int:
         emit_result(measure(json.loads(args.worker)))
         return 0
 
-    impls = [s.strip() for s in args.impls.split(",") if s.strip()]
-    unknown = [i for i in impls if i not in IMPLS]
-    if unknown:
-        sys.exit(f"unknown implementation(s) {unknown}; choose from {list(IMPLS)}")
-    status = peer_status()
-    notes = []
-    for name, why in status.items():
-        if why is not None:
-            notes.append(f"{name} not importable ({why}); its rows are skipped")
-    impls = [i for i in impls if status.get(PEER_OF.get(i, ""), None) is None]
+    impls, notes = select_impls(args.impls, list(IMPLS), lambda i: PEER_OF.get(i), peer_status())
 
     shape = (args.timesteps, args.batch, args.channels, args.height, args.width)
     machine = machine_info(args.threads, args.device)
@@ -283,26 +273,15 @@ def main(argv=None) -> int:
             print(f"\n{SNNTORCH_RESET_NOTE}; its reset is not detached from the graph either, "
                   "so its gradients are compared with spikeseg's `detach_reset=False`.")
 
-    results: dict[str, dict[str, Any]] = {}
-    for impl in impls:
-        cfg = {"impl": impl, "shape": list(shape), "device": args.device,
-               "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup,
-               "input": args.input, "seed": args.seed}
-        sys.stdout.flush()
-        print(f"… {impl}", file=sys.stderr, flush=True)
-        if args.isolate:
-            res = run_worker(__file__, cfg)
-        else:
-            try:
-                res = measure(cfg)
-            except Exception as e:  # report and go on with the others
-                res = {"error": f"{type(e).__name__}: {e}"}
-        results[impl] = res
+    results = measure_all(
+        impls,
+        lambda impl: {"impl": impl, "shape": list(shape), "device": args.device,
+                      "threads": args.threads, "repeats": args.repeats,
+                      "warmup": args.warmup, "input": args.input, "seed": args.seed},
+        measure, __file__, args.isolate,
+    )
 
-    ok = {k: v for k, v in results.items() if "error" not in v}
-    base_name = min((k for k in ok if k.startswith("spikeseg")),
-                    key=lambda k: ok[k]["median_total_s"], default=None)
-    base = ok.get(base_name) if base_name else None
+    ok, base_name, base = fastest_spikeseg(results)
     ref_hash = ok.get("spikeseg-seq", base or {}).get("spike_sha1")
     rows = []
     for impl, r in results.items():

@@ -37,13 +37,16 @@ from _common import (
     busy_warning,
     command_line,
     emit_result,
+    fastest_spikeseg,
+    finish_args,
     fmt_bytes,
     fmt_ratio,
     fmt_seconds,
     machine_info,
     markdown_table,
+    measure_all,
     median,
-    run_worker,
+    select_impls,
     sync,
     write_json,
 )
@@ -234,11 +237,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.size, args.timesteps, args.batch, args.width = 32, 3, 2, 0.125
         args.repeats = min(args.repeats, 2)
-    if args.isolate is None:
-        args.isolate = not args.quick
-    if args.threads is None:
-        args.threads = 1 if args.quick else torch.get_num_threads()
-    return args
+    return finish_args(args)
 
 
 def main(argv=None) -> int:
@@ -247,16 +246,9 @@ def main(argv=None) -> int:
         emit_result(measure(json.loads(args.worker)))
         return 0
 
-    impls = [s.strip() for s in args.impls.split(",") if s.strip()]
-    unknown = [i for i in impls if i not in IMPLS]
-    if unknown:
-        sys.exit(f"unknown implementation(s) {unknown}; choose from {list(IMPLS)}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("--device cuda given but CUDA is not available")
-    status = peer_status()
-    notes = [f"{name} not importable ({why}); its rows are skipped"
-             for name, why in status.items() if why is not None]
-    impls = [i for i in impls if peer_of(i) is None or status.get(peer_of(i)) is None]
+    impls, notes = select_impls(args.impls, list(IMPLS), peer_of, peer_status())
     channels_last = {"on": True, "off": False}.get(args.channels_last,
                                                     args.device.startswith("cpu"))
     busy = busy_warning(args.threads, args.device)
@@ -296,25 +288,14 @@ def main(argv=None) -> int:
             print(f"\nsnnTorch rows differ because {SNNTORCH_RESET_NOTE} (batch-normalised "
                   "currents often exceed θ), so its logits and loss differ from spikeseg's.")
 
-    results: dict[str, dict[str, Any]] = {}
-    for impl in impls:
-        cfg = dict(base_cfg, impl=impl, device=args.device, threads=args.threads,
-                   repeats=args.repeats, warmup=args.warmup, channels_last=channels_last)
-        sys.stdout.flush()
-        print(f"… {impl}", file=sys.stderr, flush=True)
-        if args.isolate:
-            res = run_worker(__file__, cfg, timeout=args.timeout)
-        else:
-            try:
-                res = measure(cfg)
-            except Exception as e:  # report and go on with the others
-                res = {"error": f"{type(e).__name__}: {e}"}
-        results[impl] = res
+    results = measure_all(
+        impls,
+        lambda impl: dict(base_cfg, impl=impl, device=args.device, threads=args.threads,
+                          repeats=args.repeats, warmup=args.warmup, channels_last=channels_last),
+        measure, __file__, args.isolate, timeout=args.timeout,
+    )
 
-    ok = {k: v for k, v in results.items() if "error" not in v}
-    base_name = min((k for k in ok if k.startswith("spikeseg")),
-                    key=lambda k: ok[k]["median_total_s"], default=None)
-    base = ok.get(base_name) if base_name else None
+    ok, base_name, base = fastest_spikeseg(results)
     rows = []
     for impl, r in results.items():
         if "error" in r:
