@@ -30,10 +30,12 @@ Three implementations with identical numbers:
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 __all__ = [
     "Surrogate",
@@ -369,6 +371,28 @@ class LIF(nn.Module):
         self.reset = reset
         self.surrogate = get_surrogate(surrogate, **(surrogate_options or {}))
         self.detach_reset = bool(detach_reset)
+        # An OrderedDict (not a dict) because RemovableHandle keeps a weak reference to it.
+        self._spike_hooks: OrderedDict[int, Callable[[LIF, Tensor, int | None], None]] = (
+            OrderedDict()
+        )
+
+    def register_spike_hook(self, hook: Callable[[LIF, Tensor, int | None], None]) -> RemovableHandle:
+        """Call ``hook(module, spikes, t)`` with every output of this neuron layer.
+
+        ``spikes`` is ``[N, ...]`` with ``t`` the timestep when the layer runs step by step,
+        or ``[T, N, ...]`` with ``t=None`` when it runs a whole sequence. Used by the analyses
+        (spike rates, operation counts) to observe a network without changing it.
+
+        Returns:
+            a handle whose ``remove()`` unregisters the hook.
+        """
+        handle = RemovableHandle(self._spike_hooks)
+        self._spike_hooks[handle.id] = hook
+        return handle
+
+    def _notify(self, spikes: Tensor, t: int | None) -> None:
+        for hook in self._spike_hooks.values():
+            hook(self, spikes, t)
 
     def extra_repr(self) -> str:
         return (
@@ -376,29 +400,44 @@ class LIF(nn.Module):
             f"surrogate={self.surrogate!r}"
         )
 
-    def step(self, x: Tensor, mem: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Advance one timestep: ``(x[t], m[t-1]) -> (s[t], m[t])``; ``mem=None`` means zeros."""
+    def step(
+        self, x: Tensor, mem: Tensor | None = None, t: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Advance one timestep: ``(x[t], m[t-1]) -> (s[t], m[t])``; ``mem=None`` means zeros.
+
+        ``t`` (optional) is passed to spike hooks, to tell the timestep.
+        """
         hard = self.reset == "hard"
         if torch.is_grad_enabled() and (x.requires_grad or (mem is not None and mem.requires_grad)):
-            return _LIFStepFn.apply(
+            s, m = _LIFStepFn.apply(
                 x, mem, self.leak, self.threshold, hard, self.detach_reset, self.surrogate
             )
-        u = x if mem is None else torch.add(x, mem, alpha=self.leak)
-        return _fire(u, self.threshold, hard)
+        else:
+            u = x if mem is None else torch.add(x, mem, alpha=self.leak)
+            s, m = _fire(u, self.threshold, hard)
+        if self._spike_hooks:
+            if t is None:
+                raise ValueError("LIF.step: pass the timestep t= when spike hooks are registered")
+            self._notify(s, t)
+        return s, m
 
     def forward(self, x: Tensor) -> Tensor:
         """Spikes ``[T, ...]`` for input currents ``[T, ...]`` (membrane starts at zero)."""
         if x.dim() < 1:
             raise ValueError("LIF expects a time-first tensor [T, ...]")
         if torch.is_grad_enabled() and x.requires_grad:
-            return _LIFSeqFn.apply(
+            out = _LIFSeqFn.apply(
                 x, self.leak, self.threshold, self.reset == "hard", self.detach_reset,
                 self.surrogate,
             )
-        out = torch.empty_like(x)
-        m = None
-        for t, xt in enumerate(x.unbind(0)):
-            out[t], m = self.step(xt, m)
+        else:
+            out = torch.empty_like(x)
+            m, hard = None, self.reset == "hard"
+            for t, xt in enumerate(x.unbind(0)):
+                u = xt if m is None else torch.add(xt, m, alpha=self.leak)
+                out[t], m = _fire(u, self.threshold, hard)
+        if self._spike_hooks:
+            self._notify(out, None)
         return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ def evaluate(
     progress: bool = True,
     channels_last: bool | None = None,
     desc: str = "eval",
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EvalResult:
     """Confusion-matrix scores of ``model`` over ``loader``.
 
@@ -114,6 +116,7 @@ def evaluate(
         timesteps: T for spiking models on static input (default: the model's).
         max_batches: stop after this many batches.
         seed: seed of the Poisson encoder, so that evaluation is repeatable.
+        transform: applied to each input batch on the device (e.g. added noise).
     """
     device = torch.device(device)
     cl = use_channels_last(device, channels_last)
@@ -129,6 +132,8 @@ def evaluate(
         if max_batches is not None and i >= max_batches:
             break
         x = to_input(x, device, cl)
+        if transform is not None:
+            x = transform(x)
         if getattr(model, "spiking", False):
             logits = model(x, timesteps=timesteps, generator=gen)
         else:

@@ -72,6 +72,9 @@ class SegmentationModel(nn.Module):
         self.encoding = encoding
         self.step_mode = step_mode
         self.encoder = build_encoder(encoding)
+        self.head_timesteps: int | None = None
+        """While the output layer runs on time-averaged inputs: how many timesteps they
+        average (None otherwise). Lets operation counters price the accumulator per step."""
 
     # -- to be supplied by architectures ------------------------------------------------------
     def body(self, x: Tensor, ctx: TimeContext | None) -> tuple[Tensor, ...]:
@@ -150,7 +153,7 @@ class SegmentationModel(nn.Module):
             ctx = TimeContext("fold", T)
             feats = self.body(seq.flatten(0, 1), ctx)
             mean = tuple(f.unflatten(0, (T, -1)).mean(0) for f in feats)
-            return self.head(mean, size)
+            return self._accumulated_head(mean, size, T)
 
         ctx = TimeContext("step", T)
         acc: list[Tensor] | None = None
@@ -159,7 +162,14 @@ class SegmentationModel(nn.Module):
             feats = self.body(frame, ctx)
             acc = list(feats) if acc is None else [a + f for a, f in zip(acc, feats, strict=True)]
         assert acc is not None
-        return self.head(tuple(a / T for a in acc), size)
+        return self._accumulated_head(tuple(a / T for a in acc), size, T)
+
+    def _accumulated_head(self, mean: tuple[Tensor, ...], size: tuple[int, int], T: int) -> Tensor:
+        self.head_timesteps = T
+        try:
+            return self.head(mean, size)
+        finally:
+            self.head_timesteps = None
 
     def extra_repr(self) -> str:
         s = f"num_classes={self.num_classes}, in_channels={self.in_channels}"

@@ -50,7 +50,7 @@ def run_neuron(neuron: nn.Module, x: Tensor, ctx: TimeContext | None) -> Tensor:
     if ctx is None or not isinstance(neuron, LIF):
         return neuron(x)
     if ctx.mode == "step":
-        s, ctx.states[id(neuron)] = neuron.step(x, ctx.states.get(id(neuron)))
+        s, ctx.states[id(neuron)] = neuron.step(x, ctx.states.get(id(neuron)), ctx.t)
         return s
     return neuron(x.unflatten(0, (ctx.timesteps, -1))).flatten(0, 1)
 
