@@ -118,3 +118,13 @@ def test_no_traceback_from_the_real_command(tmp_path):
 def test_format_table():
     t = format_table([("a", 0.5), ("bb", float("nan"))], ["name", "v"])
     assert t.splitlines() == ["name  v", "----  ------", "a     0.5000", "bb         -"]
+
+
+def test_train_can_end_with_the_report(tmp_path, capsys):
+    code = main(["train", "--no-progress",
+                 *_sets(tiny_overrides(tmp_path / "runs", tmp_path / "cache")),
+                 "--set", "train.epochs=1", "--set", "train.report=true"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert (tmp_path / "runs" / "tiny" / "report" / "report.md").is_file()
+    assert "spike rates (eq. 8)" in out and "report/report.md" in out

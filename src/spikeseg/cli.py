@@ -1,4 +1,4 @@
-"""Command line: ``spikeseg {train,evaluate,predict,models}``.
+"""Command line: ``spikeseg {train,evaluate,predict,report,models}``.
 
 The CLI only parses arguments and formats results; the work is done by library functions
 (:func:`spikeseg.engine.train`, :func:`spikeseg.engine.evaluate_checkpoint`,
@@ -81,8 +81,55 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"\nvalidation mIoU {result.best_miou:.4f} (best, epoch {result.best_epoch}); "
         f"all-background baseline {base.miou:.4f}"
     )
-    print(f"outputs: {result.run_dir} (metrics.csv, config.yaml, checkpoints/best.safetensors)")
+    if cfg.train.report:
+        from .analysis.report import write_report
+
+        report_dir = result.run_dir / "report"
+        r = write_report(result.best_checkpoint, report_dir, progress=not args.no_progress)
+        _print_report_summary(r)
+    print(f"outputs: {result.run_dir} (metrics.csv, config.yaml, checkpoints/best.safetensors"
+          + (", report/report.md" if cfg.train.report else "") + ")")
     return 0
+
+
+def _print_report_summary(r: dict) -> None:
+    e = r["energy"]
+    rates = ", ".join(f"{s['layer'].removesuffix('.act')} {s['spike_rate']:.2f}"
+                      for s in r["spike_rates"])
+    print(f"\nspike rates (eq. 8): {rates}")
+    print(f"energy: E_ANN {e['energy_ann_pj'] / 1e6:.2f} µJ, E_SNN {e['energy_snn_pj'] / 1e6:.2f} µJ "
+          f"per image, E_ANN/E_SNN = {e['ratio_ann_over_snn']:.2f}x ({e['energy_model']['name']})")
+    for name, pts in r["robustness"].items():
+        print(f"noise robustness {name}: " + ", ".join(
+            f"σ={p['sigma']:g} mIoU {p['miou']:.3f} ({p['drop_percent']:.1f}% drop)" for p in pts))
+    print("mIoU vs T: " + ", ".join(f"T={p['timesteps']} {p['miou']:.3f}"
+                                   for p in r["timestep_sweep"]))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .analysis.report import write_report
+
+    r = write_report(
+        args.checkpoint, args.out, ann_checkpoint=args.ann_checkpoint,
+        sigmas=_floats(args.sigmas), timesteps=[int(t) for t in _floats(args.timesteps)]
+        if args.timesteps else None, num_pictures=args.pictures, batch_size=args.batch_size,
+        max_batches=args.max_batches, energy_model=args.energy_model,
+        first_layer=args.first_layer, device=args.device, data_root=args.data_root,
+        progress=not args.no_progress,
+    )
+    snn = r["snn"]
+    print(f"{r['model']['name']}: mIoU {snn['miou']:.4f} (T={snn['timesteps']})"
+          + (f", ANN twin {r['ann']['miou']:.4f}" if r["ann"] else ""))
+    _print_report_summary(r)
+    print(f"report written to {Path(args.out) / 'report.md'} (and report.html, report.json, PNGs)")
+    return 0
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SpikesegError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -171,6 +218,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timesteps", type=int)
     r.add_argument("--device", default="auto")
     r.set_defaults(func=cmd_predict)
+
+    a = sub.add_parser("report", help="analyses of a spiking checkpoint: report.md/html/json + PNGs")
+    a.add_argument("--checkpoint", required=True, help="the spiking model's checkpoint")
+    a.add_argument("--ann-checkpoint", help="its ANN twin, for energy/robustness comparison")
+    a.add_argument("--out", required=True, help="output folder")
+    a.add_argument("--sigmas", default="0,0.05,0.1,0.2,0.3", help="Gaussian noise levels")
+    a.add_argument("--timesteps", help="inference T of the sweep, e.g. 5,10,20,40 "
+                   "(default T/4, T/2, T, 2T, 4T)")
+    a.add_argument("--pictures", type=int, default=6, help="prediction triplets to draw")
+    a.add_argument("--batch-size", type=int, default=16)
+    a.add_argument("--max-batches", type=int, help="limit every evaluation (quick looks)")
+    a.add_argument("--energy-model", default="45nm_fp32",
+                   help="45nm_fp32 (the paper's table 5), 45nm_fp16, 45nm_int32, 45nm_int8")
+    a.add_argument("--first-layer", default="mac", choices=["mac", "ac"],
+                   help="price the first layer as MACs (real-valued input) or ACs (spikes)")
+    a.add_argument("--device", default="auto")
+    a.add_argument("--data-root", help="dataset folder, if not where it was during training")
+    a.add_argument("--no-progress", action="store_true")
+    a.set_defaults(func=cmd_report)
 
     m = sub.add_parser("models", help="list the available models")
     m.add_argument("--num-classes", type=int, default=21)

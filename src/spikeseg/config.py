@@ -124,6 +124,8 @@ class TrainConfig:
     """Channels-last memory format (None = on for CPU, where it is faster: docs/benchmarks.md)."""
     threads: int | None = None
     """torch intra-op threads (None = torch's default)."""
+    report: bool = False
+    """After training, write the analysis report of the best checkpoint to <run>/report."""
 
 
 @dataclass

@@ -35,6 +35,7 @@ __all__ = [
     "LayerEnergy",
     "EnergyReport",
     "layer_flops",
+    "OpCounter",
     "count_ops",
     "estimate_energy",
 ]
@@ -94,6 +95,69 @@ class LayerOps:
 _SYNAPTIC = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
+class OpCounter:
+    """Context manager counting, per synaptic layer, eq. (9) FLOPs and eq. (8) input rates.
+
+    Accumulates over every forward call made inside the ``with`` block (any batch sizes,
+    either execution mode), so it can ride along an evaluation over a whole dataset.
+
+    Example:
+        >>> with OpCounter(model) as oc:                 # doctest: +SKIP
+        ...     evaluate(model, loader)
+        >>> oc.layers()                                  # [LayerOps(...), ...]
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.samples = 0
+        self._found: dict[str, LayerOps] = {}
+        self._active: dict[str, float] = {}
+        self._neurons_in: dict[str, int] = {}
+        self._handles: list = []
+
+    def __enter__(self) -> OpCounter:
+        self._handles.append(self.model.register_forward_pre_hook(self._count_samples))
+        for name, m in self.model.named_modules():
+            if isinstance(m, _SYNAPTIC):
+                self._handles.append(m.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _count_samples(self, module: nn.Module, args: tuple) -> None:
+        x = args[0]
+        self.samples += x.shape[1] if x.dim() == 5 else x.shape[0]
+
+    def _hook(self, name: str):
+        def fn(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            inp = inputs[0]
+            if name not in self._found:
+                kind, flops = layer_flops(module, output)
+                self._found[name] = LayerOps(name, kind, flops, None)
+                self._neurons_in[name] = inp[0].numel()
+                self._active[name] = 0.0
+            # The accumulator runs once on the time average: its input stands for
+            # head_timesteps steps of spikes.
+            scale = getattr(self.model, "head_timesteps", None) or 1
+            self._active[name] += float(inp.detach().abs().sum()) * scale
+
+        return fn
+
+    def layers(self) -> list[LayerOps]:
+        """The counts so far, in the order the layers first ran (rates per sample)."""
+        spiking = getattr(self.model, "spiking", False)
+        out = []
+        for name, ops in self._found.items():
+            rate = None
+            if spiking and self.samples:
+                rate = self._active[name] / (self._neurons_in[name] * self.samples)
+            out.append(LayerOps(ops.name, ops.kind, ops.flops, rate))
+        return out
+
+
 @torch.no_grad()
 def count_ops(
     model: nn.Module,
@@ -113,42 +177,12 @@ def count_ops(
         order they first run.
     """
     model.eval()
-    spiking = getattr(model, "spiking", False)
-    batch = x.shape[1] if x.dim() == 5 else x.shape[0]
-    found: dict[str, LayerOps] = {}
-    active: dict[str, float] = {}
-    neurons_in: dict[str, int] = {}
-
-    def hook(name: str):
-        def fn(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            inp = inputs[0]
-            if name not in found:
-                kind, flops = layer_flops(module, output)
-                found[name] = LayerOps(name, kind, flops, None)
-                neurons_in[name] = inp[0].numel()
-                active[name] = 0.0
-            # Spikes entering this call, per sample; the accumulator runs once on the time
-            # average, so its input stands for head_timesteps steps.
-            scale = getattr(model, "head_timesteps", None) or 1
-            active[name] += float(inp.abs().sum()) * scale / batch
-
-        return fn
-
-    handles = [
-        m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, _SYNAPTIC)
-    ]
-    try:
-        if spiking:
+    with OpCounter(model) as oc:
+        if getattr(model, "spiking", False):
             model(x, timesteps=timesteps, generator=generator)
         else:
             model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    for name, ops in found.items():
-        if spiking:
-            ops.input_rate = active[name] / neurons_in[name]
-    return list(found.values())
+    return oc.layers()
 
 
 @dataclass

@@ -164,6 +164,51 @@ class SegmentationModel(nn.Module):
         assert acc is not None
         return self._accumulated_head(tuple(a / T for a in acc), size, T)
 
+    @torch.no_grad()
+    def forward_checkpoints(
+        self,
+        x: Tensor,
+        checkpoints: list[int],
+        generator: torch.Generator | None = None,
+    ) -> dict[int, Tensor]:
+        """Logits after each of several timestep counts, in one streaming pass over time.
+
+        Runs the spiking network step by step up to ``max(checkpoints)`` and applies the
+        output layer to the running time average at each checkpoint ``T``, so evaluating at
+        T = 5, 10, ..., 2000 costs one 2000-step run and never holds ``[T, ...]`` tensors.
+        Logits at ``T`` equal ``forward`` run for ``T`` steps on the same spike train.
+
+        Args:
+            x: static images ``[B, C, H, W]`` (rate-coded) or frames ``[T, B, C, H, W]``
+                (then checkpoints beyond the number of frames are not available).
+            checkpoints: timestep counts, each >= 1.
+        """
+        if not self.spiking:
+            raise ValueError("forward_checkpoints is for spiking models")
+        self._check_input(x)
+        marks = sorted({int(c) for c in checkpoints})
+        if not marks or marks[0] < 1:
+            raise ValueError(f"checkpoints must be >= 1, got {checkpoints}")
+        size = (x.shape[-2], x.shape[-1])
+        if x.dim() == 4:
+            frames = self.encoder.steps(x, marks[-1], generator)
+        else:
+            if marks[-1] > x.shape[0]:
+                raise ValueError(f"{x.shape[0]} frames given, checkpoints up to {marks[-1]}")
+            frames = iter(x.unbind(0))
+        ctx = TimeContext("step", marks[-1])
+        acc: list[Tensor] | None = None
+        out: dict[int, Tensor] = {}
+        for t, frame in enumerate(frames):
+            ctx.t = t
+            feats = self.body(frame, ctx)
+            acc = list(feats) if acc is None else [a + f for a, f in zip(acc, feats, strict=True)]
+            if t + 1 in marks:
+                out[t + 1] = self._accumulated_head(tuple(a / (t + 1) for a in acc), size, t + 1)
+            if t + 1 == marks[-1]:
+                break
+        return out
+
     def _accumulated_head(self, mean: tuple[Tensor, ...], size: tuple[int, int], T: int) -> Tensor:
         self.head_timesteps = T
         try:

@@ -1,0 +1,292 @@
+"""One-command analysis report of a trained spiking model (and optionally its ANN twin).
+
+:func:`write_report` evaluates the checkpoint on its validation split and writes to ``out``::
+
+    report.json          every number below
+    report.md            the report (Markdown, pictures linked)
+    report.html          the same as a static page
+    class_iou.png        per-class IoU (SNN, and ANN when given)
+    spike_rates.png      eq. (8) per layer (figure 14)
+    robustness.png       relative mIoU drop against Gaussian noise σ (figure 11)
+    timesteps.png        mIoU against inference timesteps (figure 13)
+    predictions.png      image | prediction | ground truth triplets (figures 9-10)
+
+The energy table (eqs. (9)-(12), table 6) compares the SNN with its ANN twin, whose dense
+FLOPs are the same network's (counted from the ANN checkpoint when one is given).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import DataConfig
+from ..data import default_palette
+from ..engine.checkpoint import load_checkpoint
+from ..engine.evaluate import build_split, evaluate, prepare_model, resolve_device, to_input
+from ..errors import SpikesegError
+from . import plots
+from .energy import OpCounter, estimate_energy
+from .robustness import noise_robustness
+from .spikes import SpikeRecorder
+from .sweeps import timestep_sweep
+
+__all__ = ["write_report", "DEFAULT_SIGMAS"]
+
+DEFAULT_SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.3)
+
+
+def _default_timesteps(T: int) -> list[int]:
+    return sorted({max(1, T // 4), max(1, T // 2), T, 2 * T, 4 * T})
+
+
+def _picture(x: torch.Tensor) -> np.ndarray:
+    """A displayable ``uint8 [H, W, 3]`` of one input sample (RGB, or grey for events)."""
+    if x.dim() == 4:  # a time series: show its last frame
+        x = x[-1]
+    x = x.float()
+    if x.shape[0] == 3:
+        img = x.clamp(0, 1)
+    else:
+        g = x.abs().sum(0, keepdim=True)
+        img = (g / g.max().clamp(min=1e-6)).expand(3, -1, -1)
+    return (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def _nan_to_none(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _nan_to_none(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_nan_to_none(x) for x in v]
+    return v
+
+
+def _fmt(v: float | None, digits: int = 4) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def write_report(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    ann_checkpoint: str | Path | None = None,
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    timesteps: Sequence[int] | None = None,
+    num_pictures: int = 6,
+    batch_size: int = 16,
+    max_batches: int | None = None,
+    energy_model: str = "45nm_fp32",
+    first_layer: str = "mac",
+    device: str = "auto",
+    data_root: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the analyses of a spiking checkpoint and write the report files to ``out``.
+
+    Args:
+        checkpoint: the spiking model (``spiking_deeplab``, ``spiking_fcn``, ...).
+        out: output folder.
+        ann_checkpoint: its ANN twin, for the energy ratio, robustness and accuracy comparison.
+        sigmas: Gaussian noise levels for the robustness curves.
+        timesteps: inference windows of the timestep sweep (default T/4, T/2, T, 2T, 4T).
+        num_pictures: validation samples shown as image | prediction | ground truth.
+        max_batches: limit every evaluation to this many batches (quick looks).
+        energy_model: a preset of :data:`spikeseg.analysis.energy.ENERGY_MODELS`.
+        first_layer: ``"mac"`` (real-valued input) or ``"ac"`` (spike input) pricing.
+
+    Returns:
+        The content of ``report.json``.
+    """
+    dev = resolve_device(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    snn, meta = load_checkpoint(checkpoint, map_location="cpu")
+    if not snn.spiking:
+        raise SpikesegError(
+            f"{checkpoint} is an ANN ({meta['model']['name']}); give the spiking model as "
+            "--checkpoint and the ANN as --ann-checkpoint"
+        )
+    data = DataConfig(**meta.get("config", {}).get("data", {}))
+    if data_root is not None:
+        data.root = data_root
+    val = build_split(data, "val")
+    loader = DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=data.num_workers)
+    class_names = list(val.info.class_names)
+    snn = prepare_model(snn, dev)
+    T = snn.timesteps
+    common = dict(max_batches=max_batches, seed=seed, progress=progress)
+
+    # Accuracy, spike rates and operation counts in one pass.
+    with SpikeRecorder(snn) as rec, OpCounter(snn) as oc:
+        snn_eval = evaluate(snn, loader, dev, desc="SNN", **common)
+    snn_ops = oc.layers()
+
+    ann = ann_meta = ann_eval = ann_ops = None
+    if ann_checkpoint is not None:
+        ann, ann_meta = load_checkpoint(ann_checkpoint, map_location="cpu")
+        if ann.spiking:
+            raise SpikesegError(f"--ann-checkpoint {ann_checkpoint} is a spiking model")
+        if (ann.num_classes, ann.in_channels) != (snn.num_classes, snn.in_channels):
+            raise SpikesegError(
+                f"{ann_checkpoint} predicts {ann.num_classes} classes from {ann.in_channels} "
+                f"channels; the SNN {snn.num_classes} from {snn.in_channels}"
+            )
+        ann = prepare_model(ann, dev)
+        with OpCounter(ann) as aoc:
+            ann_eval = evaluate(ann, loader, dev, desc="ANN", **common)
+        ann_ops = aoc.layers()
+        if [o.flops for o in ann_ops] != [o.flops for o in snn_ops]:
+            raise SpikesegError(
+                f"{ann_checkpoint} ({ann_meta['model']['name']}) is not the ANN twin of "
+                f"{meta['model']['name']}: their layers differ"
+            )
+    energy = estimate_energy(snn_ops, T, energy_model, first_layer, ann_ops)
+
+    robust = {"SNN": noise_robustness(snn, loader, sigmas, dev, **common)}
+    if ann is not None:
+        robust["ANN"] = noise_robustness(ann, loader, sigmas, dev, **common)
+    marks = sorted({int(t) for t in (timesteps or _default_timesteps(T))})
+    sweep = timestep_sweep(snn, loader, marks, dev, **common)
+
+    # Pictures of the first validation samples.
+    n = min(num_pictures, len(val))
+    samples = [val[i] for i in range(n)]
+    xs = torch.stack([s[0] for s in samples])
+    gts = torch.stack([s[1] for s in samples]).numpy().astype(np.int64)
+    with torch.no_grad():
+        logits = snn(to_input(xs, dev, dev.type == "cpu"),
+                     generator=torch.Generator(device=dev).manual_seed(seed))
+    preds = logits.argmax(1).cpu().numpy()
+    palette = default_palette(len(class_names))
+    files = {
+        "class_iou": plots.plot_class_iou(
+            class_names,
+            {"SNN": snn_eval.scores.iou, **({"ANN": ann_eval.scores.iou} if ann_eval else {})},
+            out / "class_iou.png"),
+        "spike_rates": plots.plot_spike_rates(rec.rates(), out / "spike_rates.png",
+                                              f"{meta['model']['name']}: spike rate per layer"),
+        "robustness": plots.plot_robustness(robust, out / "robustness.png"),
+        "timesteps": plots.plot_sweep({"SNN": sweep}, out / "timesteps.png", T,
+                                      ann_eval.scores.miou if ann_eval else None),
+        "predictions": plots.plot_triplets(np.stack([_picture(x) for x in xs]), preds, gts,
+                                           class_names, palette, out / "predictions.png"),
+    }
+
+    report: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "model": meta["model"],
+        "dataset": {"name": val.info.name, "split": "val", "images": snn_eval.num_images,
+                    "class_names": class_names},
+        "snn": snn_eval.as_dict(),
+        "ann": ann_eval.as_dict() if ann_eval else None,
+        "ann_checkpoint": str(ann_checkpoint) if ann_checkpoint else None,
+        "spike_rates": [s.as_dict() for s in rec.layers.values()],
+        "mean_spike_rate": rec.mean_rate(),
+        "energy": energy.as_dict(),
+        "robustness": {k: [vars(p) for p in v] for k, v in robust.items()},
+        "timestep_sweep": [vars(p) for p in sweep],
+        "files": {k: Path(v).name for k, v in files.items()},
+    }
+    report = _nan_to_none(report)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    md = _markdown(report)
+    (out / "report.md").write_text(md)
+    (out / "report.html").write_text(_html(report))
+    return report
+
+
+def _tables(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], str | None]]:
+    """The report's sections as (title, header, rows, picture) tuples."""
+    snn, ann = r["snn"], r["ann"]
+    sections = []
+    head = ["model", "mIoU", "pixel accuracy", "mean class accuracy"]
+    rows = [[f"{r['model']['name']} (T={snn['timesteps']})", _fmt(snn["miou"]),
+             _fmt(snn["pixel_accuracy"]), _fmt(snn["mean_accuracy"])]]
+    if ann:
+        rows.append(["ANN twin", _fmt(ann["miou"]), _fmt(ann["pixel_accuracy"]),
+                     _fmt(ann["mean_accuracy"])])
+    sections.append(("Accuracy", head, rows, None))
+    names = r["dataset"]["class_names"]
+    rows = [[n, _fmt(snn["iou"][n])] + ([_fmt(ann["iou"][n])] if ann else []) for n in names]
+    sections.append(("Per-class IoU", ["class", "SNN"] + (["ANN"] if ann else []), rows,
+                     r["files"]["class_iou"]))
+    rows = [[s["layer"], f"{s['neurons']:,}", _fmt(s["spike_rate"])] for s in r["spike_rates"]]
+    rows.append(["all layers (neuron-weighted)", "", _fmt(r["mean_spike_rate"])])
+    sections.append(("Spike rate per layer, eq. (8): spikes over all timesteps per neuron",
+                     ["layer", "neurons", "spike rate"], rows, r["files"]["spike_rates"]))
+    e = r["energy"]
+    rows = [[x["name"], x["kind"], f"{x['flops_ann']:,}", _fmt(x["input_rate"], 3), x["op"],
+             f"{x['flops_snn']:,.0f}", _fmt(x["energy_ann"] / 1e6, 3), _fmt(x["energy_snn"] / 1e6, 3)]
+            for x in e["layers"]]
+    rows.append(["total", "", f"{e['flops_ann']:,}", "", "", f"{e['flops_snn']:,.0f}",
+                 _fmt(e["energy_ann_pj"] / 1e6, 3), _fmt(e["energy_snn_pj"] / 1e6, 3)])
+    em = e["energy_model"]
+    sections.append((
+        f"Energy, eqs. (9)-(12), {em['name']} (E_MAC {em['e_mac']} pJ, E_AC {em['e_ac']} pJ): "
+        f"E_ANN / E_SNN = {e['ratio_ann_over_snn']:.2f}x",
+        ["layer", "kind", "FLOPs (ANN)", "input spike rate", "SNN op", "FLOPs (SNN)",
+         "E_ANN (µJ)", "E_SNN (µJ)"], rows, None))
+    sig = [p["sigma"] for p in r["robustness"]["SNN"]]
+    rows = [[k] + [f"{_fmt(p['miou'])} ({_fmt(p['drop_percent'], 1)}%)" for p in pts]
+            for k, pts in r["robustness"].items()]
+    sections.append(("Gaussian noise: mIoU (relative drop)", ["model"] + [f"σ={s:g}" for s in sig],
+                     rows, r["files"]["robustness"]))
+    rows = [[str(p["timesteps"]), _fmt(p["miou"]), _fmt(p["pixel_accuracy"])]
+            for p in r["timestep_sweep"]]
+    sections.append(("mIoU against inference timesteps", ["T", "mIoU", "pixel accuracy"], rows,
+                     r["files"]["timesteps"]))
+    sections.append(("Predictions (image | prediction | ground truth)", [], [],
+                     r["files"]["predictions"]))
+    return sections
+
+
+def _intro(r: dict[str, Any]) -> str:
+    return (f"{r['model']['name']} from {r['checkpoint']} on the {r['dataset']['name']} "
+            f"validation split ({r['dataset']['images']} images)"
+            + (f", with ANN twin {r['ann_checkpoint']}" if r["ann_checkpoint"] else "") + ".")
+
+
+def _markdown(r: dict[str, Any]) -> str:
+    lines = ["# spikeseg report", "", _intro(r), ""]
+    for title, head, rows, pic in _tables(r):
+        lines += [f"## {title}", ""]
+        if head:
+            lines.append("| " + " | ".join(head) + " |")
+            lines.append("|" + "---|" * len(head))
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
+            lines.append("")
+        if pic:
+            lines += [f"![{title}]({pic})", ""]
+    lines.append("Every number is also in report.json.")
+    return "\n".join(lines) + "\n"
+
+
+def _html(r: dict[str, Any]) -> str:
+    e = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>spikeseg report</title>",
+             "<style>body{font-family:sans-serif;max-width:1000px;margin:auto;padding:1em}"
+             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
+             "padding:.2em .5em;text-align:right}td:first-child,th:first-child{text-align:left}"
+             "img{max-width:100%}</style></head><body>",
+             "<h1>spikeseg report</h1>", f"<p>{e(_intro(r))}</p>"]
+    for title, head, rows, pic in _tables(r):
+        parts.append(f"<h2>{e(title)}</h2>")
+        if head:
+            parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+            parts.append("</table>")
+        if pic:
+            parts.append(f"<img src='{e(pic)}' alt='{e(title)}'>")
+    parts.append("<p>Every number is also in report.json.</p></body></html>")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,93 @@
+"""Timestep sweeps and the one-command report."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
+
+from spikeseg import models
+from spikeseg.analysis import timestep_sweep
+from spikeseg.cli import main
+from spikeseg.config import load_config
+from spikeseg.engine import train
+from spikeseg.errors import SpikesegError
+
+from .conftest import tiny_overrides
+
+REPORT_FILES = ["report.json", "report.md", "report.html", "class_iou.png", "spike_rates.png",
+                "robustness.png", "timesteps.png", "predictions.png"]
+
+
+def test_streaming_checkpoints_equal_separate_runs():
+    m = models.create("spiking_fcn", 3, timesteps=4, width=0.125).eval()
+    x = torch.rand(2, 3, 32, 32)
+    out = m.forward_checkpoints(x, [9, 2, 5], generator=torch.Generator().manual_seed(0))
+    assert sorted(out) == [2, 5, 9]
+    for T, logits in out.items():
+        ref = m(x, timesteps=T, generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(logits, ref, atol=1e-6)
+    frames = (torch.rand(6, 2, 3, 32, 32) < 0.5).float()
+    ev = m.forward_checkpoints(frames, [3, 6])
+    assert torch.allclose(ev[6], m(frames), atol=1e-6)
+    with pytest.raises(ValueError, match="6 frames given"):
+        m.forward_checkpoints(frames, [7])
+
+
+def test_timestep_sweep_scores_each_window():
+    m = models.create("spiking_deeplab", 2, timesteps=2, width=0.125)
+    x = torch.rand(4, 3, 16, 16)
+    loader = DataLoader(TensorDataset(x, (x[:, 0] > 0.5).long()), batch_size=2)
+    pts = timestep_sweep(m, loader, [4, 1, 2], progress=False)
+    assert [p.timesteps for p in pts] == [1, 2, 4]
+    assert all(0 <= p.miou <= 1 for p in pts)
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    cache = tmp_path_factory.getbasetemp() / "builtin-cache-report"
+    out = {}
+    for name in ("spiking_deeplab", "deeplab"):
+        cfg = load_config(None, tiny_overrides(root / "runs", cache, name)
+                          + [f"train.name={name}", "train.epochs=1"])
+        out[name] = train(cfg, progress=False, log=lambda *_: None).best_checkpoint
+    return root, out
+
+
+def test_report_writes_every_file(twins, capsys):
+    root, ck = twins
+    out = root / "rep"
+    assert main(["report", "--checkpoint", str(ck["spiking_deeplab"]), "--ann-checkpoint",
+                 str(ck["deeplab"]), "--out", str(out), "--sigmas", "0,0.2",
+                 "--timesteps", "1,2,4", "--pictures", "3", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "E_ANN/E_SNN" in printed and "report written to" in printed
+    for f in REPORT_FILES:
+        assert (out / f).is_file(), f
+    for png in [f for f in REPORT_FILES if f.endswith(".png")]:
+        img = np.asarray(Image.open(out / png).convert("L"))
+        assert img.shape[0] >= 300 and img.shape[1] >= 300, (png, img.shape)
+        assert img.std() > 5, png  # not a blank picture
+    r = json.loads((out / "report.json").read_text())
+    assert r["ann"] is not None and 0 <= r["snn"]["miou"] <= 1
+    assert [p["timesteps"] for p in r["timestep_sweep"]] == [1, 2, 4]
+    assert [p["sigma"] for p in r["robustness"]["ANN"]] == [0.0, 0.2]
+    assert r["robustness"]["SNN"][0]["drop_percent"] == 0.0
+    assert r["energy"]["ratio_ann_over_snn"] > 0
+    assert len(r["spike_rates"]) == 8  # the LIF layers of Spiking-DeepLab
+    md = (out / "report.md").read_text()
+    assert "E_ANN / E_SNN" in md and "![" in md
+    assert "<table>" in (out / "report.html").read_text()
+
+
+def test_report_refuses_mismatched_inputs(twins, tmp_path):
+    _, ck = twins
+    with pytest.raises(SpikesegError, match="is an ANN"):
+        from spikeseg.analysis.report import write_report
+
+        write_report(ck["deeplab"], tmp_path, progress=False)
+    assert main(["report", "--checkpoint", str(ck["spiking_deeplab"]), "--ann-checkpoint",
+                 str(ck["spiking_deeplab"]), "--out", str(tmp_path)]) == 2
