@@ -66,14 +66,15 @@ def _scores_table(result) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .engine.evaluate import baseline_scores, build_split
+    from .engine.evaluate import baseline_scores, build_split, data_timesteps
     from .engine.train import train
 
     cfg = load_config(args.config, args.set)
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports
-    base = baseline_scores(build_split(cfg.data, "val"))
+    frames = data_timesteps(cfg.model.name, cfg.model.timesteps)
+    base = baseline_scores(build_split(cfg.data, "val", frames))
     print()
     if result.last_eval is not None:
         print(_scores_table(result.last_eval))
@@ -163,6 +164,64 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import ConversionConfig, convert_checkpoint, layer_threshold_summary
+
+    cfg = ConversionConfig(
+        method=args.method, percentile=args.percentile, source=args.source,
+        calibration_images=args.calibration_images,
+        calibration_timesteps=args.calibration_timesteps, timesteps=args.timesteps,
+        encoding=args.encoding,
+    )
+    (weights, _), snn = convert_checkpoint(
+        args.checkpoint, args.out, cfg, data_root=args.data_root, device=args.device,
+        seed=args.seed, progress=not args.no_progress,
+    )
+    rows = [(r["layer"], r["thresholds"], r["min"], r["median"], r["max"])
+            for r in layer_threshold_summary(snn)]
+    print(format_table(rows, ["layer", "thresholds", "min θ", "median θ", "max θ"]))
+    print(f"\nconverted ({cfg.method}-wise, percentile {cfg.percentile:g}, source {cfg.source}, "
+          f"{cfg.calibration_images} calibration images) -> {weights}")
+    print(f"evaluate at any T: spikeseg sweep --checkpoint {weights} --timesteps 10,100,1000 "
+          "--out sweep/")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .analysis.sweeps import sweep_checkpoints
+
+    labels = args.label or None
+    r = sweep_checkpoints(
+        args.checkpoint, [int(t) for t in _floats(args.timesteps)], args.out, labels,
+        split=args.split, batch_size=args.batch_size, max_batches=args.max_batches,
+        device=args.device, data_root=args.data_root, seed=args.seed,
+        progress=not args.no_progress,
+    )
+    marks = r["timesteps"]
+    rows = [[label] + [p["miou"] for p in pts] for label, pts in r["curves"].items()]
+    rows += [[f"{label} (ANN)"] + [miou] * len(marks) for label, miou in r["ann"].items()]
+    print(format_table(rows, ["model \\ T"] + [str(t) for t in marks]))
+    print(f"\nmIoU per T written to {', '.join(r['files'])}")
+    return 0
+
+
+def cmd_activations(args: argparse.Namespace) -> int:
+    from .analysis.activations import write_activation_report
+
+    r = write_activation_report(
+        args.checkpoint, args.out, split=args.split, batch_size=args.batch_size,
+        max_batches=args.max_batches, device=args.device, data_root=args.data_root,
+        progress=not args.no_progress,
+    )
+    rows = [(s["layer"], s["layer_max"], s["channel_median"], s["channel_below_0.1"],
+             s["position_median"], s["position_below_0.1"]) for s in r["layers"]]
+    print(format_table(rows, ["layer", "max activation", "channel median", "channels < 0.1",
+                              "position median", "positions < 0.1"]))
+    print("\n(per-channel / per-position maxima divided by the layer maximum)")
+    print(f"written to {', '.join(r['files'])}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import count_parameters, create, list_models, model_entry
 
@@ -237,6 +296,54 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data-root", help="dataset folder, if not where it was during training")
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("convert", help="convert a trained ANN checkpoint into an SNN")
+    c.add_argument("--checkpoint", required=True, help="the ANN's checkpoint (deeplab or fcn)")
+    c.add_argument("--out", required=True, help="checkpoint to write (name or .safetensors)")
+    c.add_argument("--method", default="layer", choices=["layer", "channel"],
+                   help="one threshold per layer (Sengupta et al.) or per channel (Spiking-YOLO)")
+    c.add_argument("--percentile", type=float, default=100.0,
+                   help="percentile of the per-neuron maxima (100 = max; 99.9 is robust)")
+    c.add_argument("--source", default="snn", choices=["snn", "ann"],
+                   help="statistics of spiking input currents (layer by layer) or ANN activations")
+    c.add_argument("--calibration-images", type=int, default=64)
+    c.add_argument("--calibration-timesteps", type=int, default=64)
+    c.add_argument("--timesteps", type=int, default=1000, help="default inference T")
+    c.add_argument("--encoding", default="poisson", choices=["poisson", "direct"],
+                   help="coding of static images in the converted SNN")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--device", default="auto")
+    c.add_argument("--data-root", help="dataset folder, if not where it was during training")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=cmd_convert)
+
+    w = sub.add_parser("sweep", help="mIoU against inference timesteps (CSV, JSON, plot)")
+    w.add_argument("--checkpoint", required=True, action="append",
+                   help="a checkpoint (repeat to compare several in one plot)")
+    w.add_argument("--label", action="append", help="legend label per --checkpoint")
+    w.add_argument("--timesteps", default="5,10,20,50,100,250,500,1000",
+                   help="comma-separated T values (one streaming pass to the largest)")
+    w.add_argument("--out", required=True, help="output folder")
+    w.add_argument("--split", default="val")
+    w.add_argument("--batch-size", type=int, default=16)
+    w.add_argument("--max-batches", type=int, help="only the first N batches")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--device", default="auto")
+    w.add_argument("--data-root")
+    w.add_argument("--no-progress", action="store_true")
+    w.set_defaults(func=cmd_sweep)
+
+    v = sub.add_parser("activations",
+                       help="per-channel / per-position activation spread of an ANN (figure 4)")
+    v.add_argument("--checkpoint", required=True, help="the ANN's checkpoint")
+    v.add_argument("--out", required=True, help="output folder")
+    v.add_argument("--split", default="train")
+    v.add_argument("--batch-size", type=int, default=16)
+    v.add_argument("--max-batches", type=int)
+    v.add_argument("--device", default="auto")
+    v.add_argument("--data-root")
+    v.add_argument("--no-progress", action="store_true")
+    v.set_defaults(func=cmd_activations)
 
     m = sub.add_parser("models", help="list the available models")
     m.add_argument("--num-classes", type=int, default=21)

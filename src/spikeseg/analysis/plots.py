@@ -15,6 +15,7 @@ __all__ = [
     "plot_sweep",
     "plot_class_iou",
     "plot_triplets",
+    "plot_activation_variation",
 ]
 
 
@@ -150,3 +151,25 @@ def plot_triplets(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_activation_variation(layers: dict[str, tuple[np.ndarray, np.ndarray]],
+                              path: str | Path) -> Path:
+    """Per layer, the spread of normalised per-channel and per-position maxima (figure 4)."""
+    plt = _pyplot()
+    names = list(layers)
+    fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 0.9 * len(names) + 3), 3.8), sharey=True)
+    for ax, k, title in ((axes[0], 0, "per channel"), (axes[1], 1, "per spatial position")):
+        data = [layers[n][k] for n in names]
+        ax.boxplot(data, showfliers=False, whis=(0, 100))
+        rng = np.random.default_rng(0)
+        for i, v in enumerate(data, start=1):
+            v = v if v.size <= 400 else rng.choice(v, 400, replace=False)
+            ax.scatter(i + rng.uniform(-0.18, 0.18, v.size), v, s=3, alpha=0.35, color="#3b6fb6")
+        ax.set_xticks(range(1, len(names) + 1))
+        ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+        ax.set_title(f"max activation {title}")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("max activation / layer max")
+    axes[0].set_ylim(0, 1.05)
+    return _save(fig, path)

@@ -120,7 +120,7 @@ def write_report(
     data = DataConfig(**meta.get("config", {}).get("data", {}))
     if data_root is not None:
         data.root = data_root
-    val = build_split(data, "val")
+    val = build_split(data, "val", snn.timesteps)
     loader = DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=data.num_workers)
     class_names = list(val.info.class_names)
     snn = prepare_model(snn, dev)

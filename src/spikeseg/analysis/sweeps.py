@@ -17,8 +17,13 @@ is a loop over training runs::
 
 from __future__ import annotations
 
+import csv
+import json
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,7 +34,7 @@ from ..data import IGNORE_INDEX
 from ..engine.evaluate import to_input, use_channels_last
 from ..engine.metrics import ConfusionMatrix
 
-__all__ = ["SweepPoint", "timestep_sweep"]
+__all__ = ["SweepPoint", "timestep_sweep", "sweep_checkpoints"]
 
 
 @dataclass
@@ -73,3 +78,96 @@ def timestep_sweep(
         s = cms[t].compute()
         points.append(SweepPoint(t, s.miou, s.pixel_accuracy))
     return points
+
+
+def sweep_checkpoints(
+    checkpoints: Sequence[str | Path],
+    timesteps: Sequence[int],
+    out_dir: str | Path,
+    labels: Sequence[str] | None = None,
+    *,
+    split: str = "val",
+    batch_size: int = 16,
+    max_batches: int | None = None,
+    device: str = "auto",
+    data_root: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """mIoU against inference T for several checkpoints; writes CSV, JSON and a plot.
+
+    Spiking checkpoints (directly trained or converted) are swept in one streaming pass each;
+    an ANN checkpoint is evaluated once and drawn as a horizontal reference line.
+
+    Writes ``sweep.csv`` (label, checkpoint, timesteps, miou, pixel_accuracy), ``sweep.json``
+    and ``sweep.png`` into ``out_dir``.
+
+    Returns:
+        ``{"curves": {label: [point dicts]}, "ann": {label: miou}, "files": [...]}``.
+    """
+    from ..engine.checkpoint import load_checkpoint
+    from ..engine.evaluate import checkpoint_dataset, evaluate, prepare_model, resolve_device
+    from ..errors import SpikesegError
+
+    marks = sorted({int(t) for t in timesteps})
+    if not marks or marks[0] < 1:
+        raise SpikesegError(f"timesteps must be positive integers, got {list(timesteps)}")
+    if labels is not None and len(labels) != len(checkpoints):
+        raise SpikesegError(f"{len(labels)} labels for {len(checkpoints)} checkpoints")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    curves: dict[str, list[SweepPoint]] = {}
+    anns: dict[str, float] = {}
+    trained: int | None = None
+    rows = []
+    for i, ck in enumerate(checkpoints):
+        model, meta = load_checkpoint(ck, map_location="cpu")
+        label = labels[i] if labels else _default_label(meta, ck)
+        frames = marks[-1] if model.spiking else None
+        ds = checkpoint_dataset(meta, model, split, frames, data_root, source=str(ck))
+        loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
+        model = prepare_model(model, dev)
+        if not model.spiking:
+            res = evaluate(model, loader, dev, max_batches=max_batches, progress=progress,
+                           desc=label)
+            anns[label] = res.scores.miou
+            rows.append([label, str(ck), "", res.scores.miou, res.scores.pixel_accuracy])
+            continue
+        if "conversion" not in meta:
+            trained = trained or model.timesteps
+        pts = timestep_sweep(model, loader, marks, dev, seed=seed, max_batches=max_batches,
+                             progress=progress)
+        curves[label] = pts
+        rows += [[label, str(ck), p.timesteps, p.miou, p.pixel_accuracy] for p in pts]
+    with open(out / "sweep.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["label", "checkpoint", "timesteps", "miou", "pixel_accuracy"])
+        w.writerows(rows)
+    result = {
+        "timesteps": marks,
+        "curves": {k: [asdict(p) for p in v] for k, v in curves.items()},
+        "ann": anns,
+        "checkpoints": [str(c) for c in checkpoints],
+    }
+    (out / "sweep.json").write_text(json.dumps(result, indent=2))
+    files = [out / "sweep.csv", out / "sweep.json"]
+    try:
+        from .plots import plot_sweep
+
+        ann_line = next(iter(anns.values()), None) if len(anns) == 1 else None
+        files.append(plot_sweep(curves, out / "sweep.png", trained_timesteps=trained,
+                                ann_miou=ann_line))
+    except SpikesegError as e:  # no matplotlib: numbers only
+        warnings.warn(str(e), stacklevel=2)
+    result["files"] = [str(p) for p in files]
+    return result
+
+
+def _default_label(meta: dict[str, Any], checkpoint: str | Path) -> str:
+    name = meta["model"]["name"]
+    conv = meta.get("conversion")
+    if conv:
+        p = conv.get("percentile", 100)
+        return f"{name} converted ({conv['method']}" + (f", p{p:g})" if p < 100 else ")")
+    return name

@@ -102,6 +102,14 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
+def dataset_accepts(name: str, option: str) -> bool:
+    """Whether the builder of dataset ``name`` takes keyword ``option`` (e.g. ``timesteps``)."""
+    if name not in _DATASETS:
+        return False
+    params = inspect.signature(_DATASETS[name]).parameters
+    return option in params
+
+
 def build_dataset(name: str, split: str, root: str | None = None, **options: Any) -> SegmentationDataset:
     """Build the ``split`` (``"train"`` or ``"val"``) of dataset ``name``.
 

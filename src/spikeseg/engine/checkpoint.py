@@ -177,6 +177,13 @@ def load_checkpoint(
         )
     except (KeyError, ValueError, TypeError) as e:
         raise SpikesegError(f"checkpoint {weights}: cannot rebuild its model: {e}") from None
+    if "conversion" in meta:  # an ANN converted to an SNN: rebuild the twin's structure
+        from ..convert import ConversionConfig, spiking_twin
+
+        try:
+            model = spiking_twin(model, ConversionConfig(**meta["conversion"]))
+        except TypeError as e:
+            raise SpikesegError(f"checkpoint {weights}: bad conversion settings: {e}") from None
     if not weights.is_file():
         raise SpikesegError(f"checkpoint weights {weights} are missing")
     try:

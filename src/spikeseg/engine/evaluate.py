@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..config import DataConfig
-from ..data import IGNORE_INDEX, SegmentationDataset, build_dataset
+from ..data import IGNORE_INDEX, SegmentationDataset, build_dataset, dataset_accepts
 from ..errors import SpikesegError
 from .checkpoint import load_checkpoint
 from .distributed import all_reduce_sum
@@ -26,6 +26,8 @@ __all__ = [
     "resolve_device",
     "prepare_model",
     "build_split",
+    "checkpoint_dataset",
+    "data_timesteps",
     "baseline_scores",
 ]
 
@@ -70,11 +72,44 @@ def to_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torc
     return x
 
 
-def build_split(data: DataConfig, split: str) -> SegmentationDataset:
-    """The ``split`` of the dataset described by ``data``."""
+def build_split(
+    data: DataConfig, split: str, timesteps: int | None = None
+) -> SegmentationDataset:
+    """The ``split`` of the dataset described by ``data``.
+
+    Args:
+        data: dataset name, root, size and options.
+        split: ``"train"`` or ``"val"``.
+        timesteps: for datasets of time series (event frames) whose builder takes a
+            ``timesteps`` option: the number of frames per sample, i.e. the spiking model's T.
+            Passed only when ``data.options`` does not set ``timesteps`` itself; ``None``
+            leaves the dataset's default (single frames for ANNs).
+    """
     size = data.image_size
     size = tuple(size) if isinstance(size, (list, tuple)) else (int(size), int(size))
-    return build_dataset(data.dataset, split, root=data.root, image_size=size, **data.options)
+    options = dict(data.options)
+    if (
+        timesteps is not None
+        and "timesteps" not in options
+        and dataset_accepts(data.dataset, "timesteps")
+    ):
+        options["timesteps"] = int(timesteps)
+    return build_dataset(data.dataset, split, root=data.root, image_size=size, **options)
+
+
+def data_timesteps(model_name: str, timesteps: int) -> int | None:
+    """Frames per sample that a model of ``model_name`` reads from an event dataset.
+
+    A spiking model sees ``timesteps`` frames; an ANN one frame (the paper's ANN baselines on
+    DDD17 see single event frames), unless the dataset options say otherwise.
+    """
+    from ..models.registry import model_entry
+
+    try:
+        spiking = model_entry(model_name).spiking
+    except ValueError:  # an unknown name: building the model reports it
+        return None
+    return int(timesteps) if spiking else None
 
 
 @dataclass
@@ -172,18 +207,10 @@ def evaluate_checkpoint(
     """
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, map_location="cpu")
-    cfg = meta.get("config", {}).get("data")
-    if cfg is None:
-        raise SpikesegError(f"checkpoint {checkpoint} records no dataset; evaluate it from Python")
-    data = DataConfig(**cfg)
-    if data_root is not None:
-        data.root = data_root
-    ds = build_split(data, split)
-    if ds.num_classes != model.num_classes:
-        raise SpikesegError(
-            f"dataset {data.dataset} has {ds.num_classes} classes but the checkpoint's model "
-            f"predicts {model.num_classes}"
-        )
+    # Event datasets give a spiking model as many frames as the timesteps it runs for.
+    frames = (timesteps or model.timesteps) if model.spiking else None
+    ds = checkpoint_dataset(meta, model, split, frames, data_root, source=str(checkpoint))
+    data = DataConfig(**meta["config"]["data"])
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=data.num_workers)
     model = prepare_model(model, dev)
     result = evaluate(
@@ -191,6 +218,39 @@ def evaluate_checkpoint(
         seed=seed,
     )
     return result, meta
+
+
+def checkpoint_dataset(
+    meta: dict,
+    model: nn.Module,
+    split: str,
+    timesteps: int | None = None,
+    data_root: str | None = None,
+    source: str = "checkpoint",
+) -> SegmentationDataset:
+    """The ``split`` of the dataset a checkpoint was trained on (from its metadata).
+
+    Args:
+        meta: the checkpoint's metadata (``load_checkpoint``).
+        model: its model, to check that the classes agree.
+        split: ``"train"`` or ``"val"``.
+        timesteps: frames per sample for event datasets (see :func:`build_split`).
+        data_root: the dataset folder, if it moved since training.
+        source: the checkpoint's name, for error messages.
+    """
+    cfg = meta.get("config", {}).get("data")
+    if cfg is None:
+        raise SpikesegError(f"{source} records no dataset; use it from Python")
+    data = DataConfig(**cfg)
+    if data_root is not None:
+        data.root = data_root
+    ds = build_split(data, split, timesteps)
+    if ds.num_classes != model.num_classes:
+        raise SpikesegError(
+            f"dataset {data.dataset} has {ds.num_classes} classes but the model of {source} "
+            f"predicts {model.num_classes}"
+        )
+    return ds
 
 
 def baseline_scores(dataset: SegmentationDataset, batch_size: int = 64) -> SegmentationScores:

@@ -37,7 +37,15 @@ from ..errors import SpikesegError
 from ..models import count_parameters, create, model_entry
 from .checkpoint import atomic_torch_save, load_state, save_checkpoint
 from .distributed import ShardSampler, all_reduce_sum, barrier, init_distributed
-from .evaluate import EvalResult, build_split, evaluate, prepare_model, resolve_device, to_input
+from .evaluate import (
+    EvalResult,
+    build_split,
+    data_timesteps,
+    evaluate,
+    prepare_model,
+    resolve_device,
+    to_input,
+)
 
 __all__ = ["train", "TrainResult", "segmentation_loss"]
 
@@ -143,8 +151,9 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
         log, progress = (lambda *_a, **_k: None), False
     seed_everything(t.seed)
 
-    train_set = build_split(cfg.data, "train")
-    val_set = build_split(cfg.data, "val")
+    frames = data_timesteps(cfg.model.name, cfg.model.timesteps)
+    train_set = build_split(cfg.data, "train", frames)
+    val_set = build_split(cfg.data, "val", frames)
     info = train_set.info
     model = build_model(cfg, info.num_classes, info.in_channels)
     spiking = model_entry(cfg.model.name).spiking

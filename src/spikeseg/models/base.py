@@ -83,6 +83,12 @@ class SegmentationModel(nn.Module):
     def head(self, features: tuple[Tensor, ...], size: tuple[int, int]) -> Tensor:
         raise NotImplementedError
 
+    def spike_consumers(self) -> dict[str, list[str]]:
+        """The synaptic graph, for ANN→SNN conversion: for each activation block (a
+        ``ConvBlock``, by module name, in forward order) the names of the synaptic layers
+        (convolutions) that read its output, through pools and resizes only."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its layer graph")
+
     # -- helpers ------------------------------------------------------------------------------
     def neurons(self) -> list[tuple[str, LIF]]:
         """``(name, module)`` of every spiking neuron layer, in forward order."""

@@ -121,6 +121,13 @@ class DeepLabVGG9(_VGG9Base):
     def head(self, features: tuple[Tensor, ...], size: tuple[int, int]) -> Tensor:
         return resize(self.output(features[0]), size)
 
+    def spike_consumers(self) -> dict[str, list[str]]:
+        blocks = [f"features.{i}" for i, m in enumerate(self.features) if isinstance(m, ConvBlock)]
+        blocks.append("classifier.0")
+        return {
+            b: [f"{nxt}.conv"] for b, nxt in zip(blocks, blocks[1:], strict=False)
+        } | {blocks[-1]: ["output"]}
+
 
 class FCNVGG9(_VGG9Base):
     """(Spiking-)FCN with a VGG9 backbone and three skip scores; see the module docstring."""
@@ -163,6 +170,17 @@ class FCNVGG9(_VGG9Base):
         u2 = resize(self.up2(u1), s2.shape[-2:]) + self.score2(s2)
         u2 = self.up2_act(u2, ctx)
         return (u2, s1)
+
+    def spike_consumers(self) -> dict[str, list[str]]:
+        graph: dict[str, list[str]] = {}
+        stages = [("stage1", 2, "score1"), ("stage2", 2, "score2"), ("stage3", 3, "score3"),
+                  ("classifier", 2, "score4")]
+        for k, (stage, n, score) in enumerate(stages):
+            for i in range(n - 1):
+                graph[f"{stage}.{i}"] = [f"{stage}.{i + 1}.conv"]
+            nxt = [f"{stages[k + 1][0]}.0.conv"] if k + 1 < len(stages) else []
+            graph[f"{stage}.{n - 1}"] = [*nxt, score]
+        return graph
 
     def head(self, features: tuple[Tensor, ...], size: tuple[int, int]) -> Tensor:
         u2, s1 = features

@@ -1,0 +1,243 @@
+"""ANN→SNN conversion: BN folding, threshold balancing, convergence to the ANN, checkpoints, CLI."""
+
+import csv
+import json
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from spikeseg.analysis.activations import activation_variation
+from spikeseg.cli import main
+from spikeseg.convert import (
+    BalancedIF,
+    ConversionConfig,
+    convert,
+    fold_batchnorm,
+    save_converted,
+    spiking_twin,
+    thresholds,
+)
+from spikeseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from spikeseg.errors import SpikesegError
+from spikeseg.models import create
+
+from .conftest import tiny_overrides
+
+
+def _trained_like_ann(name: str, seed: int = 0, size=(12, 16), **kw) -> tuple[nn.Module, torch.Tensor]:
+    """A small ANN whose BatchNorm statistics come from data (so folding is not trivial)."""
+    torch.manual_seed(seed)
+    ann = create(name, 3, width=0.125, **kw)
+    x = torch.rand(6, 3, *size)
+    ann.train()
+    with torch.no_grad():
+        for _ in range(4):
+            ann(x)
+    ann.eval().requires_grad_(False)
+    return ann, x
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().mean() / b.abs().mean())
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_fold_batchnorm_is_exact(affine):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 5, 3, padding=2, dilation=2, bias=False)
+    bn = nn.BatchNorm2d(5, affine=affine, eps=1e-4)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    if affine:
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-1, 1)
+    bn.eval()
+    x = torch.randn(2, 3, 9, 7)
+    torch.testing.assert_close(fold_batchnorm(conv, bn)(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["deeplab", "fcn"])
+def test_folded_network_keeps_ann_outputs(name):
+    """The twin's structure with IF replaced by ReLU again is the ANN, exactly."""
+    ann, x = _trained_like_ann(name)
+    twin = spiking_twin(ann)
+    for _, m in twin.named_modules():
+        for child_name, child in list(m.named_children()):
+            if isinstance(child, BalancedIF):
+                setattr(m, child_name, nn.ReLU())
+    twin.spiking = False
+    torch.testing.assert_close(twin(x), ann(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["deeplab", "fcn"])
+@pytest.mark.parametrize("method", ["layer", "channel"])
+def test_converted_output_converges_to_ann(name, method):
+    ann, x = _trained_like_ann(name)
+    ref = ann(x[:1])
+    cfg = ConversionConfig(method=method, calibration_images=8, calibration_timesteps=64,
+                           encoding="direct")
+    snn = convert(ann, [(x,)], cfg, progress=False)
+    with torch.no_grad():
+        out = snn.forward_checkpoints(x[:1], [10, 100, 1000])
+    errs = {t: _rel_err(o, ref) for t, o in out.items()}
+    assert errs[1000] < 0.1, errs
+    assert errs[1000] < errs[10] / 5, errs
+    assert errs[100] < errs[10], errs
+
+
+def test_poisson_input_also_converges():
+    ann, x = _trained_like_ann("deeplab", seed=1)
+    ref = ann(x[:2])
+    snn = convert(ann, [(x,)], ConversionConfig(calibration_images=8, calibration_timesteps=64),
+                  progress=False)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        out = snn.forward_checkpoints(x[:2], [10, 1000], generator=g)
+    assert _rel_err(out[1000], ref) < _rel_err(out[10], ref) / 3
+
+
+def test_first_layer_threshold_is_max_preactivation():
+    """With analog (direct) input the first layer's current is constant over time, so the
+    layer-wise threshold is the ANN's largest pre-activation of that layer; channel-wise, the
+    largest per channel; a percentile is smaller."""
+    ann, x = _trained_like_ann("deeplab")
+    block = ann.features[0]
+    with torch.no_grad():
+        pre = block.norm(block.conv(x))
+    for method, expect in (("layer", pre.amax()), ("channel", pre.amax(dim=(0, 2, 3)))):
+        snn = convert(ann, [(x,)], ConversionConfig(method=method, calibration_images=8,
+                      calibration_timesteps=4, encoding="direct"), progress=False)
+        got = snn.features[0].act.theta
+        torch.testing.assert_close(got, expect.reshape(got.shape), rtol=1e-4, atol=1e-5)
+    p50 = convert(ann, [(x,)], ConversionConfig(percentile=50, calibration_images=8,
+                  calibration_timesteps=4, encoding="direct"), progress=False)
+    assert float(p50.features[0].act.theta) < float(pre.amax())
+
+
+def test_ann_source_thresholds_are_activation_maxima():
+    ann, x = _trained_like_ann("deeplab")
+    snn = convert(ann, [(x,)], ConversionConfig(method="channel", source="ann",
+                  calibration_images=8), progress=False)
+    with torch.no_grad():
+        a1 = ann.features[1](ann.features[0](x))
+    got = snn.features[1].act.theta
+    want = a1.amax(dim=(0, 2, 3))
+    want = torch.where(want > 0, want, torch.ones_like(want))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_thresholds_round_trip_through_checkpoint(tmp_path):
+    ann, x = _trained_like_ann("fcn")
+    save_checkpoint(tmp_path / "ann", ann, "fcn")
+    snn = convert(ann, [(x,)], ConversionConfig(method="channel", calibration_images=8,
+                  calibration_timesteps=8, timesteps=40), progress=False)
+    from spikeseg.engine.checkpoint import read_metadata
+
+    save_converted(tmp_path / "snn", snn, read_metadata(tmp_path / "ann"))
+    loaded, meta = load_checkpoint(tmp_path / "snn.safetensors")
+    assert meta["conversion"]["method"] == "channel" and loaded.spiking
+    assert loaded.timesteps == 40
+    assert thresholds(loaded) == thresholds(snn)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x[:2], generator=g1), snn(x[:2], generator=g2))
+
+
+def test_converted_spikes_are_binary_and_counted():
+    from spikeseg.analysis.spikes import SpikeRecorder
+
+    ann, x = _trained_like_ann("deeplab")
+    snn = convert(ann, [(x,)], ConversionConfig(calibration_images=8, calibration_timesteps=8),
+                  progress=False)
+    seen = []
+    h = snn.features[0].act.register_spike_hook(lambda m, s, t: seen.append(s.unique()))
+    with SpikeRecorder(snn) as rec, torch.no_grad():
+        snn(x[:2], timesteps=20)
+    h.remove()
+    assert all(set(u.tolist()) <= {0.0, 1.0} for u in seen)
+    rates = rec.rates()
+    assert len(rates) == 8 and all(0 <= r <= 20 for r in rates.values())
+
+
+def test_conversion_errors():
+    snn = create("spiking_deeplab", 3, width=0.125)
+    with pytest.raises(SpikesegError, match="ANN"):
+        spiking_twin(snn)
+    leaky = create("deeplab", 3, width=0.125, activation="leaky_relu")
+    with pytest.raises(SpikesegError, match="ReLU"):
+        spiking_twin(leaky)
+    with pytest.raises(SpikesegError, match="method"):
+        ConversionConfig(method="neuron")
+    with pytest.raises(SpikesegError, match="percentile"):
+        ConversionConfig(percentile=0)
+
+
+def test_activation_variation_matches_direct_computation():
+    ann, x = _trained_like_ann("deeplab")
+    layers = activation_variation(ann, [(x[:4],), (x[4:],)], progress=False)  # two batches
+    assert [la.name for la in layers][:2] == ["features.0", "features.1"]
+    with torch.no_grad():
+        a0 = ann.features[0](x)
+    first = layers[0]
+    torch.testing.assert_close(torch.from_numpy(first.channel_max), a0.amax(dim=(0, 2, 3)))
+    torch.testing.assert_close(torch.from_numpy(first.position_max), a0.amax(dim=(0, 1)))
+    for la in layers:
+        for kind in ("channel", "position"):
+            v = la.normalised(kind)
+            assert v.max() == pytest.approx(1.0) and v.min() >= 0
+
+
+@pytest.fixture(scope="module")
+def tiny_ann(tmp_path_factory):
+    root = tmp_path_factory.mktemp("conv")
+    cache = tmp_path_factory.getbasetemp() / "builtin-cache-conv"
+    sets = []
+    for o in tiny_overrides(root / "runs", cache, "deeplab") + ["train.epochs=1",
+                                                                 "train.report=false"]:
+        sets += ["--set", o]
+    assert main(["train", "--no-progress", *sets]) == 0
+    return root, root / "runs" / "tiny" / "checkpoints" / "best.safetensors"
+
+
+def test_cli_convert_sweep_activations(tiny_ann, capsys):
+    root, ann_ck = tiny_ann
+    out_ck = root / "conv" / "layer"
+    assert main(["convert", "--checkpoint", str(ann_ck), "--out", str(out_ck),
+                 "--calibration-images", "8", "--calibration-timesteps", "8",
+                 "--method", "channel", "--percentile", "99.9", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "channel-wise" in text and "features.0" in text
+    meta = json.loads(out_ck.with_suffix(".json").read_text())
+    assert meta["conversion"]["percentile"] == 99.9 and meta["converted_from"] == "deeplab"
+
+    sweep = root / "sweep"
+    assert main(["sweep", "--checkpoint", str(out_ck) + ".safetensors", "--checkpoint",
+                 str(ann_ck), "--timesteps", "2,6,4", "--max-batches", "1", "--out", str(sweep),
+                 "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(sweep / "sweep.csv")))
+    conv_rows = [r for r in rows if r["timesteps"]]
+    assert [int(r["timesteps"]) for r in conv_rows] == [2, 4, 6]
+    assert all(0 <= float(r["miou"]) <= 1 for r in rows)
+    assert len(rows) == 4  # three T for the SNN, one line for the ANN
+    with Image.open(sweep / "sweep.png") as im:
+        assert im.width > 200 and im.height > 150
+
+    act = root / "act"
+    assert main(["activations", "--checkpoint", str(ann_ck), "--out", str(act),
+                 "--max-batches", "1", "--no-progress"]) == 0
+    summary = list(csv.DictReader(open(act / "activations_summary.csv")))
+    assert len(summary) == 8 and all(0 <= float(s["channel_median"]) <= 1 for s in summary)
+    with Image.open(act / "activations.png") as im:
+        assert im.width > 200 and im.height > 150
+
+
+def test_cli_convert_errors(tiny_ann, capsys, tmp_path):
+    _, ann_ck = tiny_ann
+    assert main(["convert", "--checkpoint", str(tmp_path / "nope.safetensors"),
+                 "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not found" in err
+    assert main(["activations", "--checkpoint", str(tmp_path / "nope"), "--out",
+                 str(tmp_path / "y")]) == 2
