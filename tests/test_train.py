@@ -145,3 +145,11 @@ def test_output_layer_gradient_matches_finite_differences():
     inputs = (m.score1.weight.detach().clone().requires_grad_(),
               m.up3.weight.detach().clone().requires_grad_())
     assert torch.autograd.gradcheck(logits, inputs)
+
+
+def test_checkpoint_names_with_dots_keep_them(tmp_path):
+    from spikeseg.engine.checkpoint import checkpoint_paths
+
+    for given in ("run/layer-p99.9", "run/layer-p99.9.safetensors", "run/layer-p99.9.json"):
+        w, m = checkpoint_paths(tmp_path / given)
+        assert (w.name, m.name) == ("layer-p99.9.safetensors", "layer-p99.9.json")

@@ -76,7 +76,8 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     p = Path(path)
     if p.suffix in (".safetensors", ".json"):
         p = p.with_suffix("")
-    return p.with_suffix(".safetensors"), p.with_suffix(".json")
+    # Append rather than replace: a name such as "layer-p99.9" keeps its dot.
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
 def model_metadata(model: nn.Module, name: str) -> dict[str, Any]:
