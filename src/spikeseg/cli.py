@@ -222,6 +222,62 @@ def cmd_activations(args: argparse.Namespace) -> int:
     return 0
 
 
+def _yaml_options(pairs: Sequence[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpikesegError(f"--option expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise SpikesegError(f"--option {item!r}: not a YAML value ({e})") from None
+    return out
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from .data.info import dataset_summary
+
+    size = [int(v) for v in _floats(args.image_size)]
+    r = dataset_summary(
+        args.dataset, args.root, splits=args.split or ("train", "val"),
+        image_size=size if len(size) == 2 else size[0], timesteps=args.timesteps,
+        options=_yaml_options(args.option), max_samples=None if args.all else args.max_samples,
+        progress=not args.no_progress,
+    )
+    print(f"{r['dataset']} at {r['root'] or '(default location)'}: {r['num_classes']} classes, "
+          f"{r['in_channels']} input channels" + (", time series" if r["temporal"] else ""))
+    rows = [(s["split"], s["size"], s["scanned"], "x".join(map(str, s["input_shape"])),
+             s["input_dtype"], f"{s['input_range'][0]:.3g}..{s['input_range'][1]:.3g}",
+             "x".join(map(str, s["label_shape"])), s["ignored_pixels"]) for s in r["splits"]]
+    print(format_table(rows, ["split", "samples", "scanned", "input shape", "dtype", "range",
+                              "label shape", "ignored px"]))
+    print()
+    hist = [[name] + [f"{s['class_fraction'][name]:.2%}" for s in r["splits"]]
+            for name in r["class_names"]]
+    print(format_table(hist, ["class"] + [f"{s['split']} pixels" for s in r["splits"]]))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(r, indent=2))
+        print(f"\nwritten to {out}")
+    return 0
+
+
+def cmd_data_make_mnist_cifar(args: argparse.Namespace) -> int:
+    from .data.mnist_cifar import make_mnist_cifar
+
+    out = make_mnist_cifar(
+        args.mnist, args.cifar, args.out, num_train=args.num_train, num_test=args.num_test,
+        labels=args.labels, seed=args.seed, progress=not args.no_progress,
+    )
+    print(f"MNIST-on-CIFAR10 written to {out}; train with --set data.dataset=mnist_cifar "
+          f"--set data.root={out}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import count_parameters, create, list_models, model_entry
 
@@ -344,6 +400,35 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data-root")
     v.add_argument("--no-progress", action="store_true")
     v.set_defaults(func=cmd_activations)
+
+    d = sub.add_parser("data", help="dataset tools: info, make-mnist-cifar")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    di = dsub.add_parser("info", help="split sizes, class histogram and sample shapes")
+    di.add_argument("--dataset", required=True, help="builtin, builtin_events, voc, "
+                    "mnist_cifar, ddd17, dsec")
+    di.add_argument("--root", help="the dataset's folder")
+    di.add_argument("--split", action="append", help="only this split (repeatable)")
+    di.add_argument("--image-size", default="64", help="H or H,W as in data.image_size")
+    di.add_argument("--timesteps", type=int, help="frames per sample (event datasets)")
+    di.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a dataset option, as in data.options (repeatable)")
+    di.add_argument("--max-samples", type=int, default=200,
+                    help="labels scanned per split for the histogram")
+    di.add_argument("--all", action="store_true", help="scan every sample")
+    di.add_argument("--out", help="also write the summary as JSON")
+    di.add_argument("--no-progress", action="store_true")
+    di.set_defaults(func=cmd_data_info)
+    dm = dsub.add_parser("make-mnist-cifar",
+                         help="generate the MNIST-on-CIFAR10 set from local MNIST and CIFAR-10")
+    dm.add_argument("--mnist", required=True, help="folder with the MNIST IDX files")
+    dm.add_argument("--cifar", required=True, help="folder with cifar-10-batches-py")
+    dm.add_argument("--out", required=True, help="output folder")
+    dm.add_argument("--num-train", type=int, default=48000)
+    dm.add_argument("--num-test", type=int, default=12000)
+    dm.add_argument("--labels", default="binary", choices=["binary", "digits"])
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--no-progress", action="store_true")
+    dm.set_defaults(func=cmd_data_make_mnist_cifar)
 
     m = sub.add_parser("models", help="list the available models")
     m.add_argument("--num-classes", type=int, default=21)
