@@ -37,7 +37,7 @@ from . import plots
 from .energy import OpCounter, estimate_energy
 from .robustness import noise_robustness
 from .spikes import SpikeRecorder
-from .sweeps import timestep_sweep
+from .sweeps import timestep_sweep, window_sweep
 
 __all__ = ["write_report", "DEFAULT_SIGMAS"]
 
@@ -50,11 +50,15 @@ def _default_timesteps(T: int) -> list[int]:
 
 def _picture(x: torch.Tensor) -> np.ndarray:
     """A displayable ``uint8 [H, W, 3]`` of one input sample (RGB, or grey for events)."""
-    if x.dim() == 4:  # a time series: show its last frame
-        x = x[-1]
     x = x.float()
+    if x.dim() == 4:  # a time series: its last RGB frame, or events summed over the window
+        x = x[-1] if x.shape[1] == 3 else x.abs().sum(0)
     if x.shape[0] == 3:
         img = x.clamp(0, 1)
+    elif x.shape[0] == 2:  # event polarities: positive red, negative blue
+        pos, neg = x[0].abs(), x[1].abs()
+        scale = torch.maximum(pos.max(), neg.max()).clamp(min=1e-6)
+        img = torch.stack([pos / scale, torch.zeros_like(pos), neg / scale]).sqrt()
     else:
         g = x.abs().sum(0, keepdim=True)
         img = (g / g.max().clamp(min=1e-6)).expand(3, -1, -1)
@@ -143,8 +147,12 @@ def write_report(
                 f"channels; the SNN {snn.num_classes} from {snn.in_channels}"
             )
         ann = prepare_model(ann, dev)
+        ann_loader = loader
+        if val.info.temporal:  # an ANN reads single event frames, as trained
+            ann_loader = DataLoader(build_split(data, "val", None), batch_size=batch_size,
+                                    shuffle=False, num_workers=data.num_workers)
         with OpCounter(ann) as aoc:
-            ann_eval = evaluate(ann, loader, dev, desc="ANN", **common)
+            ann_eval = evaluate(ann, ann_loader, dev, desc="ANN", **common)
         ann_ops = aoc.layers()
         if [o.flops for o in ann_ops] != [o.flops for o in snn_ops]:
             raise SpikesegError(
@@ -155,9 +163,16 @@ def write_report(
 
     robust = {"SNN": noise_robustness(snn, loader, sigmas, dev, **common)}
     if ann is not None:
-        robust["ANN"] = noise_robustness(ann, loader, sigmas, dev, **common)
+        robust["ANN"] = noise_robustness(ann, ann_loader, sigmas, dev, **common)
     marks = sorted({int(t) for t in (timesteps or _default_timesteps(T))})
-    sweep = timestep_sweep(snn, loader, marks, dev, **common)
+    if val.info.temporal:  # T frames ending at each label, one run per T
+        def make_loader(t: int) -> DataLoader:
+            return DataLoader(build_split(data, "val", t), batch_size=batch_size,
+                              shuffle=False, num_workers=data.num_workers)
+
+        sweep = window_sweep(snn, make_loader, marks, dev, **common)
+    else:
+        sweep = timestep_sweep(snn, loader, marks, dev, **common)
 
     # Pictures of the first validation samples.
     n = min(num_pictures, len(val))

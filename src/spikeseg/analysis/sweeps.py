@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from ..data import IGNORE_INDEX
 from ..engine.evaluate import to_input, use_channels_last
 from ..engine.metrics import ConfusionMatrix
 
-__all__ = ["SweepPoint", "timestep_sweep", "sweep_checkpoints"]
+__all__ = ["SweepPoint", "timestep_sweep", "window_sweep", "sweep_checkpoints"]
 
 
 @dataclass
@@ -77,6 +77,32 @@ def timestep_sweep(
         cms[t].all_reduce()
         s = cms[t].compute()
         points.append(SweepPoint(t, s.miou, s.pixel_accuracy))
+    return points
+
+
+def window_sweep(
+    model: nn.Module,
+    make_loader: Callable[[int], DataLoader],
+    timesteps: Sequence[int],
+    device: torch.device | str = "cpu",
+    *,
+    seed: int = 0,
+    max_batches: int | None = None,
+    progress: bool = True,
+) -> list[SweepPoint]:
+    """mIoU of a spiking ``model`` on event data seen through windows of several lengths.
+
+    For event frames, "T timesteps" means the T frames *ending at the labelled one*, so each T
+    needs its own samples (``make_loader(T)``) and its own run; a streaming pass over one long
+    window would read the oldest frames instead.
+    """
+    from ..engine.evaluate import evaluate
+
+    points = []
+    for t in sorted({int(t) for t in timesteps}):
+        res = evaluate(model, make_loader(t), device, max_batches=max_batches, seed=seed,
+                       progress=progress, desc=f"T={t}")
+        points.append(SweepPoint(t, res.scores.miou, res.scores.pixel_accuracy))
     return points
 
 
@@ -124,7 +150,7 @@ def sweep_checkpoints(
     for i, ck in enumerate(checkpoints):
         model, meta = load_checkpoint(ck, map_location="cpu")
         label = labels[i] if labels else _default_label(meta, ck)
-        frames = marks[-1] if model.spiking else None
+        frames = model.timesteps if model.spiking else None
         ds = checkpoint_dataset(meta, model, split, frames, data_root, source=str(ck))
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
         model = prepare_model(model, dev)
@@ -136,8 +162,16 @@ def sweep_checkpoints(
             continue
         if "conversion" not in meta:
             trained = trained or model.timesteps
-        pts = timestep_sweep(model, loader, marks, dev, seed=seed, max_batches=max_batches,
-                             progress=progress)
+        if ds.info.temporal:
+            def make_loader(t: int, meta=meta, model=model, ck=ck) -> DataLoader:
+                d = checkpoint_dataset(meta, model, split, t, data_root, source=str(ck))
+                return DataLoader(d, batch_size=batch_size, shuffle=False)
+
+            pts = window_sweep(model, make_loader, marks, dev, seed=seed,
+                               max_batches=max_batches, progress=progress)
+        else:
+            pts = timestep_sweep(model, loader, marks, dev, seed=seed, max_batches=max_batches,
+                                 progress=progress)
         curves[label] = pts
         rows += [[label, str(ck), p.timesteps, p.miou, p.pixel_accuracy] for p in pts]
     with open(out / "sweep.csv", "w", newline="") as f:
