@@ -91,3 +91,26 @@ def test_report_refuses_mismatched_inputs(twins, tmp_path):
         write_report(ck["deeplab"], tmp_path, progress=False)
     assert main(["report", "--checkpoint", str(ck["spiking_deeplab"]), "--ann-checkpoint",
                  str(ck["spiking_deeplab"]), "--out", str(tmp_path)]) == 2
+
+
+def test_window_sweep_reads_the_last_t_frames_for_each_t():
+    """On event data a sweep point T sees the T frames ending at the label: one run per T,
+    each on samples built for T, scored as a separate evaluation of those samples."""
+    from spikeseg.analysis.sweeps import window_sweep
+    from spikeseg.engine.evaluate import evaluate
+
+    m = models.create("spiking_deeplab", 3, in_channels=2, timesteps=4, width=0.125).eval()
+    g = torch.Generator().manual_seed(0)
+    video = (torch.rand(4, 6, 2, 16, 16, generator=g) < 0.3).float()  # [N, frames, C, H, W]
+    labels = torch.randint(0, 3, (4, 16, 16), generator=g)
+    built = []
+
+    def make_loader(t):
+        built.append(t)
+        return DataLoader(TensorDataset(video[:, -t:], labels), batch_size=2)
+
+    pts = window_sweep(m, make_loader, [4, 1, 2], progress=False)
+    assert [p.timesteps for p in pts] == [1, 2, 4] and built == [1, 2, 4]
+    for p in pts:
+        ref = evaluate(m, make_loader(p.timesteps), progress=False)
+        assert p.miou == pytest.approx(ref.scores.miou)
