@@ -74,7 +74,8 @@ def plot_sweep(curves: dict[str, Sequence], path: str | Path, trained_timesteps:
                ann_miou: float | None = None) -> Path:
     """mIoU against inference timesteps (figure 13), log-scaled T."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    many = len(curves) > 2
+    fig, ax = plt.subplots(figsize=(7.5 if many else 5.0, 3.6))
     for label, pts in curves.items():
         ax.plot([p.timesteps for p in pts], [p.miou for p in pts], marker="o", label=label)
     if trained_timesteps:
@@ -86,7 +87,10 @@ def plot_sweep(curves: dict[str, Sequence], path: str | Path, trained_timesteps:
     ax.set_ylabel("mIoU")
     ax.set_title("Accuracy against timesteps")
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    if many:  # beside the axes, not over the curves
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        ax.legend()
     return _save(fig, path)
 
 
