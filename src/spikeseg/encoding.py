@@ -108,3 +108,18 @@ def build_encoder(name: str) -> PoissonEncoder:
     if name == "direct":
         return DirectEncoder()
     raise ValueError(f"unknown encoding {name!r}; choose one of {', '.join(ENCODINGS)}")
+
+
+# Event-camera input: the representations live with the event data (spikeseg.data.events)
+# and are re-exported here beside the static-image coders.
+from .data.events import (  # noqa: E402
+    EVENT_DTYPE,
+    as_events,
+    event_frames,
+    make_events,
+    to_count_frames,
+    to_voxel_grid,
+)
+
+__all__ += ["EVENT_DTYPE", "as_events", "event_frames", "make_events", "to_count_frames",
+            "to_voxel_grid"]
