@@ -148,9 +148,10 @@ def write_report(
             )
         ann = prepare_model(ann, dev)
         ann_loader = loader
-        if val.info.temporal:  # an ANN reads single event frames, as trained
-            ann_loader = DataLoader(build_split(data, "val", None), batch_size=batch_size,
-                                    shuffle=False, num_workers=data.num_workers)
+        if val.info.temporal and ann.timesteps != T:  # the frames the ANN was trained on
+            ann_loader = DataLoader(build_split(data, "val", ann.timesteps),
+                                    batch_size=batch_size, shuffle=False,
+                                    num_workers=data.num_workers)
         with OpCounter(ann) as aoc:
             ann_eval = evaluate(ann, ann_loader, dev, desc="ANN", **common)
         ann_ops = aoc.layers()

@@ -150,7 +150,7 @@ def sweep_checkpoints(
     for i, ck in enumerate(checkpoints):
         model, meta = load_checkpoint(ck, map_location="cpu")
         label = labels[i] if labels else _default_label(meta, ck)
-        frames = model.timesteps if model.spiking else None
+        frames = model.timesteps
         ds = checkpoint_dataset(meta, model, split, frames, data_root, source=str(ck))
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
         model = prepare_model(model, dev)

@@ -98,18 +98,15 @@ def build_split(
 
 
 def data_timesteps(model_name: str, timesteps: int) -> int | None:
-    """Frames per sample that a model of ``model_name`` reads from an event dataset.
+    """Frames per sample that a model reads from an event dataset: its ``timesteps``.
 
-    A spiking model sees ``timesteps`` frames; an ANN one frame (the paper's ANN baselines on
-    DDD17 see single event frames), unless the dataset options say otherwise.
+    A spiking model integrates the T frames ending at the labelled one; an ANN sees the same
+    T frames one by one and averages its features over them (section 5.1.1 of the paper: "for
+    ANNs, we give each frame to networks, and average all embedding features in temporal
+    axis"). Datasets of static images ignore it.
     """
-    from ..models.registry import model_entry
-
-    try:
-        spiking = model_entry(model_name).spiking
-    except ValueError:  # an unknown name: building the model reports it
-        return None
-    return int(timesteps) if spiking else None
+    del model_name  # the same for ANNs and SNNs (kept for callers' clarity)
+    return int(timesteps)
 
 
 @dataclass
@@ -207,8 +204,8 @@ def evaluate_checkpoint(
     """
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, map_location="cpu")
-    # Event datasets give a spiking model as many frames as the timesteps it runs for.
-    frames = (timesteps or model.timesteps) if model.spiking else None
+    # Event datasets give a model as many frames as the timesteps it runs for.
+    frames = timesteps or model.timesteps
     ds = checkpoint_dataset(meta, model, split, frames, data_root, source=str(checkpoint))
     data = DataConfig(**meta["config"]["data"])
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=data.num_workers)
