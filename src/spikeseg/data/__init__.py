@@ -1,6 +1,11 @@
 """Datasets: the interface, the registry, and the datasets that ship with spikeseg."""
 
-from . import builtin  # noqa: E402,F401  (registers "builtin")
+# Importing a dataset module registers its builders.
+from . import (
+    builtin,  # noqa: F401  ("builtin")
+    mnist_cifar,  # noqa: F401  ("mnist_cifar")
+    voc,  # noqa: F401  ("voc")
+)
 from .base import (
     IGNORE_INDEX,
     DatasetInfo,

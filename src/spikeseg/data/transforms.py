@@ -1,0 +1,192 @@
+"""Reading and resizing images and label maps, with one-line errors naming the file.
+
+Shared by the dataset loaders. Conventions (those of :mod:`spikeseg.data.base`):
+
+* an image file is read as ``uint8 [H, W, 3]`` (RGB) or ``[H, W]`` (grey);
+* resized images are ``float32`` tensors ``[C, H, W]`` or ``[T, C, H, W]`` (any values:
+  intensities in ``[0, 1]``, event counts, ...);
+* a label map is an integer ``[H, W]`` array of class ids, 255 = ignore; resized labels are
+  ``int64 [H, W]`` tensors;
+* sizes are ``(height, width)`` in pixels.
+
+Images are resized with antialiased bilinear interpolation (``torch.nn.functional.interpolate``
+with ``antialias=True``: the same triangle filter as Pillow's ``BILINEAR``, whose support
+widens with the shrink factor so that every source pixel contributes; a 500×375 VOC photo
+shrunk to 64×64 does not alias, and event counts are averaged, not sampled). Labels are
+resized with nearest neighbour, so no value that was not in the label appears (no blend of
+two class ids or of a class and 255).
+
+Problems a user can cause (a missing, truncated or corrupt file; a colour image where class
+ids are expected; label values outside the classes) raise
+:class:`~spikeseg.errors.SpikesegError` naming the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import SpikesegError
+from .base import IGNORE_INDEX
+
+__all__ = [
+    "parse_size",
+    "read_image",
+    "read_label",
+    "resize_image",
+    "resize_label",
+    "check_label_values",
+]
+
+_LABEL_MODES = ("P", "L", "I", "I;16", "I;16L", "I;16B")
+"""Pillow modes whose pixel values are class ids: palette indices, grey levels, integers."""
+
+_READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+                Image.DecompressionBombError)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def parse_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` from an int (square) or an ``(H, W)`` pair, as ``data.image_size`` gives it.
+
+    Raises:
+        SpikesegError: not an int or a pair of ints, or a side below 4 pixels.
+    """
+    if _is_int(image_size):
+        size = (int(image_size), int(image_size))  # type: ignore[arg-type]
+    elif (
+        isinstance(image_size, (list, tuple))
+        and len(image_size) == 2
+        and all(_is_int(v) for v in image_size)
+    ):
+        size = (int(image_size[0]), int(image_size[1]))
+    else:
+        raise SpikesegError(f"image_size must be an int or [height, width], got {image_size!r}")
+    if min(size) < 4:
+        raise SpikesegError(f"image_size must be at least 4x4, got {size}")
+    return size
+
+
+def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
+    """Read an image file (JPEG, PNG, ...), converted to ``mode``.
+
+    Args:
+        path: the file.
+        mode: ``"RGB"`` (grey, palette, CMYK and RGBA images are converted; alpha dropped)
+            or ``"L"`` (grey).
+
+    Returns:
+        ``uint8 [H, W, 3]`` for ``"RGB"``, ``uint8 [H, W]`` for ``"L"``.
+
+    Raises:
+        SpikesegError: missing, unreadable, truncated or corrupt file (naming it).
+    """
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert(mode))  # convert() decodes: truncation fails here
+    except FileNotFoundError:
+        raise SpikesegError(f"image {path} not found; check the dataset folder") from None
+    except _READ_ERRORS as e:
+        raise SpikesegError(
+            f"image {path} is unreadable or corrupt ({e}); extract or download it again"
+        ) from None
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """Read a label map stored as class ids: a palette (``P``) or grey (``L``) PNG.
+
+    The stored values are returned: for a palette PNG (PASCAL VOC's ``SegmentationClass``)
+    these are the palette indices, i.e. the class ids, not colours.
+
+    Returns:
+        ``[H, W]`` array, ``uint8`` (wider integers for 16/32-bit PNGs).
+
+    Raises:
+        SpikesegError: missing or corrupt file, or a colour image instead of class ids.
+    """
+    try:
+        with Image.open(path) as im:
+            if im.mode not in _LABEL_MODES:
+                raise SpikesegError(
+                    f"label {path} is a {im.mode} image; expected class ids as a palette or "
+                    "greyscale PNG (use the class-id labels, not a colour visualisation)"
+                )
+            arr = np.asarray(im)
+    except FileNotFoundError:
+        raise SpikesegError(f"label {path} not found; check the dataset folder") from None
+    except _READ_ERRORS as e:
+        raise SpikesegError(
+            f"label {path} is unreadable or corrupt ({e}); extract or download it again"
+        ) from None
+    return arr
+
+
+def check_label_values(label: np.ndarray, num_classes: int, source: str | Path) -> None:
+    """Raise if ``label`` holds values other than ``0..num_classes-1`` and 255 (ignore).
+
+    Args:
+        label: integer ``[H, W]`` class ids.
+        num_classes: number of classes of the dataset.
+        source: what to name in the error (the label file).
+    """
+    if label.size == 0 or (int(label.min()) >= 0 and int(label.max()) < num_classes):
+        return  # the common case, without np.unique
+    vals = np.unique(label)
+    bad = vals[(vals >= num_classes) & (vals != IGNORE_INDEX)]
+    if (vals < 0).any() or bad.size:
+        shown = sorted(set(bad.tolist()) | set(vals[vals < 0].tolist()))[:6]
+        raise SpikesegError(
+            f"label {source} has values {shown} outside the classes 0..{num_classes - 1} "
+            f"(and {IGNORE_INDEX} = ignore); is it the right label file for this dataset?"
+        )
+
+
+def resize_image(x: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bilinear resize of ``[C, H, W]`` (or ``[T, C, H, W]``) float data.
+
+    Antialiasing averages over the source pixels a target pixel covers, which is the right
+    thing for photographs and for event counts alike. The weights are non-negative, so
+    values stay within the input's range.
+
+    Args:
+        x: ``[..., C, H, W]`` array or tensor (converted to ``float32``).
+        size: target ``(height, width)``.
+
+    Returns:
+        ``float32 [..., C, h, w]`` tensor (the input itself, as float32, if already that size).
+    """
+    t = torch.as_tensor(x, dtype=torch.float32)
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t.contiguous()
+    lead = t.shape[:-3]
+    flat = t.reshape(-1, *t.shape[-3:])
+    out = F.interpolate(flat, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return out.reshape(*lead, *out.shape[-3:])
+
+
+def resize_label(label: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of a label map to ``int64 [H, W]`` (255 stays 255).
+
+    Output pixel ``(i, j)`` takes the input pixel that contains its centre,
+    ``(floor((i + 0.5) * H / h), floor((j + 0.5) * W / w))`` (Pillow's ``NEAREST``).
+
+    Args:
+        label: integer ``[H, W]`` class ids.
+        size: target ``(height, width)``.
+    """
+    label = np.asarray(label)
+    h, w = label.shape
+    if (h, w) != tuple(size):
+        # Index arithmetic: exact for every integer dtype and value (no uint8 cast).
+        rows = np.minimum(((np.arange(size[0]) + 0.5) * (h / size[0])).astype(np.int64), h - 1)
+        cols = np.minimum(((np.arange(size[1]) + 0.5) * (w / size[1])).astype(np.int64), w - 1)
+        label = label[rows[:, None], cols[None, :]]
+    return torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))
