@@ -65,6 +65,10 @@ def test_shipped_configs_are_valid(path):
     from spikeseg.models import create
 
     create(c.model.name, 11, timesteps=c.model.timesteps, **c.model.model_options(entry.spiking))
+    from spikeseg.data import dataset_accepts
+
+    for key in c.data.options:  # every dataset option is one its builder takes
+        assert dataset_accepts(c.data.dataset, key), (path.name, key)
 
 
 def test_presets_exist():
