@@ -3,6 +3,8 @@
 # Importing a dataset module registers its builders.
 from . import (
     builtin,  # noqa: F401  ("builtin")
+    ddd17,  # noqa: F401  ("ddd17")
+    dsec,  # noqa: F401  ("dsec")
     mnist_cifar,  # noqa: F401  ("mnist_cifar")
     voc,  # noqa: F401  ("voc")
 )

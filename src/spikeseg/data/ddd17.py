@@ -1,0 +1,586 @@
+"""DDD17 event frames with EV-SegNet's semantic labels (the paper's event dataset).
+
+Where the data comes from (nothing is downloaded by spikeseg): DDD17, the DAVIS Driving
+Dataset (Binas et al., 2017), recorded with a 346×260 DAVIS camera; Alonso & Murillo
+(EV-SegNet, CVPRW 2019) released a subset of its recordings as per-frame event tensors with
+semantic pseudo-labels (https://github.com/Shathe/Ev-SegNet, "Download it here" in its
+README). The labels come from a Cityscapes network run on the grey APS frames, mapped to six
+categories, with the noisy bottom rows cut off: every array is 200 rows × 346 columns.
+
+Expected layout (``data.root`` is the extracted folder, or the folder that holds it)::
+
+    <root>/
+      events/train/rec<recording>_export_<frame>.npy   # float32 [200, 346, 6]
+      events/test/...                                  # recording 1487417411 only
+      labels/train/rec<recording>_export_<frame>.png   # grey PNG, class ids 0-5 (255 = ignore)
+      labels/test/...
+      images/train/, images/test/                      # grey APS frames (PNG; not read)
+      datalists/train.txt, datalists/test.txt          # optional list files (see below)
+
+Checked against the sources: EV-SegNet's ``generate_dataset.py`` writes one file per exported
+frame named ``rec<recording>_export`` + ``_`` + frame number (``np.save`` adds ``.npy``;
+images and labels are ``.png``), keeps rows ``[:200]``, and puts recording
+``rec1487417411`` in ``test/`` (``other/`` for ``rec1487356509``), all others in ``train/``;
+its ``utils/Loader.py`` pairs events and labels by sorted file name. The list files are those
+of the paper's code (``Intelligent-Computing-Lab-Yale/SNN-Segmentation``,
+``data/ddd17/datalists.py``): one ``events/<split>/<name>.npy labels/<split>/<name>.png``
+pair per line, paths relative to the root. Without a list file the two folders are scanned
+and paired by file name. A frame number written as ``<n>.0`` (the generator run under
+Python 3) is read as ``<n>``.
+
+Event tensor channels (EV-SegNet's encoding of the events of one exported frame, 50 ms):
+0 positive count, 1 negative count, 2 positive mean timestamp, 3 positive timestamp std,
+4 negative mean timestamp, 5 negative timestamp std. The paper (and its code) uses channels
+0–1; ``channels="all"`` reads all six. Classes: 0 flat, 1 construction+sky, 2 object,
+3 nature, 4 human, 5 vehicle; 255 = ignore.
+
+Items, with ``T = timesteps``:
+
+* ``timesteps=None`` or 1: ``(float32 [C, H, W], int64 [H, W])``, one frame and its label
+  (the ANN baselines);
+* ``timesteps=T > 1``: ``(float32 [T, C, H, W], int64 [H, W])``: the ``T`` consecutive frames
+  ending at a labelled frame, with that frame's label. A sequence never crosses a recording or
+  a gap in the frame numbers. With ``pad="none"`` (default) a labelled frame whose ``T - 1``
+  predecessors are not all present is dropped; ``pad="repeat"`` repeats the earliest frame
+  of its run instead, ``pad="zeros"`` puts empty frames (no events) in front. Predecessors
+  are looked up among the frames of the split (of the list file, when one is read).
+
+Each frame is resized to ``image_size`` with antialiased bilinear interpolation (an average
+over the source pixels a target pixel covers: right for counts) and then normalised per frame
+and per channel: ``normalize="minmax"`` (default) maps a channel's ``[min, max]`` to
+``[-0.5, 0.5]`` as the paper's code meant to (it scaled each image *column* instead, which
+turns empty columns into negative values); a constant channel (e.g. no events) becomes
+``-0.5``, the value of "no events" in any other frame. ``"log"`` gives
+``sign(x)·log(1 + |x|)`` and ``"none"`` the raw values. Labels are resized with nearest
+neighbour. The default ``image_size`` is 64, the paper's 64×64 (aspect ratio not kept).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import SpikesegError
+from .base import IGNORE_INDEX, DatasetInfo, SegmentationDataset, default_palette, register_dataset
+
+__all__ = [
+    "CLASS_NAMES",
+    "EVENT_CHANNELS",
+    "NUM_CLASSES",
+    "DDD17",
+    "Sample",
+    "ddd17",
+    "find_ddd17_root",
+    "normalize_frames",
+    "parse_frame_name",
+]
+
+NUM_CLASSES = 6
+CLASS_NAMES = ["flat", "construction+sky", "object", "nature", "human", "vehicle"]
+CLASS_COLOURS = [  # Cityscapes category colours (as ESS draws DDD17)
+    (128, 64, 128), (70, 70, 70), (220, 220, 0), (107, 142, 35), (220, 20, 60), (0, 0, 142),
+]
+EVENT_CHANNELS = (
+    "positive count", "negative count",
+    "positive mean timestamp", "positive timestamp std",
+    "negative mean timestamp", "negative timestamp std",
+)
+SPLITS = {"train": "train", "val": "test", "test": "test"}
+"""spikeseg split -> EV-SegNet folder ("val" is the released test recording)."""
+NORMALIZATIONS = ("minmax", "log", "none")
+PADS = ("none", "repeat", "zeros")
+
+_NAME = re.compile(r"^rec(?P<rec>\d+)_export_(?P<frame>\d+)(?:\.0)?$")
+_LABEL_MODES = ("L", "P", "I", "I;16", "I;16L", "I;16B")
+_READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+                Image.DecompressionBombError)
+_HINT = (
+    "point data.root at the extracted EV-SegNet DDD17 folder (the one holding events/ and "
+    "labels/; download link in the README of github.com/Shathe/Ev-SegNet)"
+)
+
+
+# --------------------------------------------------------------------------- shared helpers
+# (also used by spikeseg.data.dsec)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _parse_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` from an int or an ``(H, W)`` pair (each side at least 4 pixels)."""
+    if _is_int(image_size):
+        size = (int(image_size), int(image_size))  # type: ignore[arg-type]
+    elif (
+        isinstance(image_size, (list, tuple))
+        and len(image_size) == 2
+        and all(_is_int(v) for v in image_size)
+    ):
+        size = (int(image_size[0]), int(image_size[1]))
+    else:
+        raise SpikesegError(f"image_size must be an int or [height, width], got {image_size!r}")
+    if min(size) < 4:
+        raise SpikesegError(f"image_size must be at least 4x4, got {size}")
+    return size
+
+
+def _parse_timesteps(timesteps: int | None) -> int | None:
+    if timesteps is None:
+        return None
+    if not _is_int(timesteps) or timesteps < 1:
+        raise SpikesegError(f"timesteps must be None or an int >= 1, got {timesteps!r}")
+    return int(timesteps)
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise SpikesegError(f"{name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
+    return value
+
+
+def _resize_frames(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bilinear resize of ``float32 [T, C, H, W]`` to ``[T, C, *size]``.
+
+    The filter's support widens with the shrink factor, so every source pixel contributes:
+    a target pixel is a weighted average of the event counts it covers (nothing is sampled
+    away). Weights are non-negative, so values stay within the input's range.
+    """
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x.contiguous()
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _resize_label(label: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of an ``[H, W]`` label map to ``int64 [*size]``.
+
+    Output pixel ``(i, j)`` takes the input pixel containing its centre, so only values of the
+    input appear (no blend of two classes or of a class and 255).
+    """
+    h, w = label.shape
+    if (h, w) != tuple(size):
+        rows = np.minimum(((np.arange(size[0]) + 0.5) * (h / size[0])).astype(np.int64), h - 1)
+        cols = np.minimum(((np.arange(size[1]) + 0.5) * (w / size[1])).astype(np.int64), w - 1)
+        label = label[rows[:, None], cols[None, :]]
+    return torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))
+
+
+def _read_label(path: Path) -> np.ndarray:
+    """A PNG of class ids (grey or palette) as an integer ``[H, W]`` array."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in _LABEL_MODES:
+                raise SpikesegError(
+                    f"label {path} is a {im.mode} image; expected class ids in a greyscale PNG "
+                    "(use the label files of the release, not a colour visualisation)"
+                )
+            return np.asarray(im)
+    except FileNotFoundError:
+        raise SpikesegError(f"label {path} not found; re-extract the dataset") from None
+    except _READ_ERRORS as e:
+        raise SpikesegError(
+            f"label {path} is unreadable or corrupt ({e}); extract or download it again"
+        ) from None
+
+
+def _check_label(label: np.ndarray, num_classes: int, path: Path) -> None:
+    """Raise unless every value of ``label`` is a class id ``0..num_classes-1`` or 255."""
+    if label.size == 0 or (int(label.min()) >= 0 and int(label.max()) < num_classes):
+        return
+    vals = np.unique(label)
+    bad = vals[((vals >= num_classes) & (vals != IGNORE_INDEX)) | (vals < 0)]
+    if bad.size:
+        raise SpikesegError(
+            f"label {path} has values {bad[:6].tolist()} outside the classes "
+            f"0..{num_classes - 1} (and {IGNORE_INDEX} = ignore); is it a label file of this "
+            "dataset (and of this class set)?"
+        )
+
+
+def normalize_frames(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Normalise event frames ``[T, C, H, W]`` per frame and per channel (in place).
+
+    Args:
+        x: ``float32 [T, C, H, W]``.
+        mode: ``"minmax"``: ``(x - min) / (max - min) - 0.5`` over each frame's channel, i.e.
+            values in ``[-0.5, 0.5]`` (a constant channel becomes ``-0.5``, like
+            scikit-learn's ``MinMaxScaler`` that the paper's code uses); ``"log"``:
+            ``sign(x)·log(1 + |x|)``; ``"none"``: unchanged.
+
+    Returns:
+        ``x``, normalised.
+    """
+    if mode == "minmax":
+        flat = x.flatten(-2)
+        lo = flat.amin(-1, keepdim=True).unsqueeze(-1)
+        hi = flat.amax(-1, keepdim=True).unsqueeze(-1)
+        span = hi - lo
+        x.sub_(lo).div_(torch.where(span > 0, span, torch.ones_like(span))).sub_(0.5)
+        x.masked_fill_((span == 0).expand_as(x), -0.5)
+    elif mode == "log":
+        x.copy_(torch.sign(x) * torch.log1p(x.abs()))
+    elif mode != "none":
+        raise SpikesegError(f"normalize must be one of {NORMALIZATIONS}, not {mode!r}")
+    return x
+
+
+# --------------------------------------------------------------------------- finding files
+
+
+def parse_frame_name(name: str) -> tuple[str, int] | None:
+    """``(recording, frame)`` of an EV-SegNet file name, or None if it is not one.
+
+    >>> parse_frame_name("rec1487417411_export_100.npy")
+    ('1487417411', 100)
+    """
+    stem = name[: -len(Path(name).suffix)] if Path(name).suffix in (".npy", ".png") else name
+    m = _NAME.match(stem)
+    return (m["rec"], int(m["frame"])) if m else None
+
+
+def find_ddd17_root(root: str | os.PathLike[str]) -> Path:
+    """The folder under ``root`` that holds ``events/`` and ``labels/``: ``root`` itself or
+    one of its subfolders (e.g. the folder a downloaded archive extracts to).
+
+    Raises:
+        SpikesegError: ``root`` missing, or no such folder.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise SpikesegError(f"{root}: folder not found; {_HINT}")
+    if (root / "events").is_dir() and (root / "labels").is_dir():
+        return root
+    subs = sorted(p for p in root.iterdir() if (p / "events").is_dir() and (p / "labels").is_dir())
+    if len(subs) == 1:
+        return subs[0]
+    if len(subs) > 1:
+        raise SpikesegError(
+            f"{root}: several DDD17 folders in it ({', '.join(p.name for p in subs)}); "
+            "point data.root at one of them"
+        )
+    raise SpikesegError(
+        f"{root}: no events/ and labels/ folders in it (nor in a subfolder); {_HINT}"
+    )
+
+
+@dataclass(frozen=True)
+class _Frame:
+    events: Path
+    label: Path
+    key: tuple[str, int] | None  # (recording, frame number)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One item: the event files of its frames (None = an empty frame) and the label file."""
+
+    events: tuple[Path | None, ...]
+    label: Path
+
+
+def _resolve_list(root: Path, native: str, datalist: str | None) -> Path | None:
+    """The list file to read, or None for a folder scan."""
+    if datalist is None:
+        path = root / "datalists" / f"{native}.txt"
+        return path if path.is_file() else None
+    if datalist == "scan":
+        return None
+    if not isinstance(datalist, str) or not datalist:
+        raise SpikesegError(f"datalist must be None, 'scan' or a list name/path, got {datalist!r}")
+    cands = [Path(datalist).expanduser(), root / datalist,
+             root / "datalists" / datalist, root / "datalists" / f"{datalist}.txt"]
+    for c in cands:
+        if c.is_file():
+            return c
+    raise SpikesegError(
+        f"datalist {datalist!r}: no such list file (looked for {cands[-1]} and {cands[0]}); "
+        "give a file name under datalists/ or a path, or 'scan' to read the folders"
+    )
+
+
+def _read_datalist(path: Path, root: Path) -> list[_Frame]:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpikesegError(f"{path}: cannot read the list file ({e})") from None
+    frames = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        tokens = line.split()
+        if not tokens or tokens[0].startswith("#"):
+            continue
+        if len(tokens) != 2:
+            raise SpikesegError(
+                f"{path}, line {n}: expected 'events/<split>/<name>.npy "
+                f"labels/<split>/<name>.png', got {line.strip()!r}"
+            )
+        found = []
+        for kind, rel in (("events", tokens[0]), ("label", tokens[1])):
+            p = Path(rel)
+            if not (p.is_absolute() and p.is_file()):
+                p = root / rel.lstrip("/\\")  # relative to the root, leading slash or not
+            if not p.is_file():
+                raise SpikesegError(
+                    f"{path}, line {n}: {kind} file {p} not found (paths are read relative to "
+                    f"{root}); re-extract the dataset or fix the line"
+                )
+            found.append(p)
+        frames.append(_Frame(found[0], found[1], parse_frame_name(found[0].name)))
+    if not frames:
+        raise SpikesegError(f"{path}: the list file has no entries")
+    return frames
+
+
+def _scan(root: Path, native: str) -> list[_Frame]:
+    ev_dir, lab_dir = root / "events" / native, root / "labels" / native
+    for d in (ev_dir, lab_dir):
+        if not d.is_dir():
+            raise SpikesegError(f"{d}: folder not found; {_HINT}")
+    events = {p.stem: p for p in ev_dir.iterdir() if p.suffix == ".npy"}
+    labels = {p.stem: p for p in lab_dir.iterdir() if p.suffix == ".png"}
+    unpaired = sorted(set(labels) - set(events))
+    if unpaired:
+        stem = unpaired[0]
+        raise SpikesegError(
+            f"label {labels[stem]} has no events file ({ev_dir / (stem + '.npy')} is missing"
+            f"{f', and {len(unpaired) - 1} more' if len(unpaired) > 1 else ''}); re-extract the "
+            "dataset or delete the label"
+        )
+    unpaired = sorted(set(events) - set(labels))
+    if unpaired:
+        stem = unpaired[0]
+        raise SpikesegError(
+            f"events file {events[stem]} has no label ({lab_dir / (stem + '.png')} is missing"
+            f"{f', and {len(unpaired) - 1} more' if len(unpaired) > 1 else ''}); re-extract the "
+            "dataset or delete the events file"
+        )
+    if not events:
+        raise SpikesegError(f"{ev_dir}: no .npy event files in it; {_HINT}")
+    frames = [_Frame(events[s], labels[s], parse_frame_name(s)) for s in events]
+    # Natural order: by recording, then frame number (names that do not parse go last).
+    return sorted(frames, key=lambda f: (f.key is None, f.key or ("", 0), f.events.name))
+
+
+def _make_samples(frames: list[_Frame], timesteps: int, pad: str) -> list[Sample]:
+    """Samples of ``timesteps`` consecutive frames ending at each labelled frame."""
+    if timesteps == 1:
+        return [Sample((f.events,), f.label) for f in frames]
+    unnamed = [f for f in frames if f.key is None]
+    if unnamed:
+        raise SpikesegError(
+            f"events file {unnamed[0].events} is not named rec<recording>_export_<frame>.npy, so "
+            "its predecessors cannot be found; rename it as the release does, or use timesteps=1"
+        )
+    by_key = {f.key: f for f in frames}
+    samples = []
+    for f in frames:
+        rec, n = f.key  # type: ignore[misc]
+        run = [f.events]
+        while len(run) < timesteps and (rec, n - len(run)) in by_key:
+            run.insert(0, by_key[(rec, n - len(run))].events)
+        missing = timesteps - len(run)
+        if missing and pad == "none":
+            continue  # history incomplete: the start of a recording or a gap in frame numbers
+        fill: list[Path | None] = [run[0] if pad == "repeat" else None] * missing
+        samples.append(Sample(tuple(fill + run), f.label))
+    return samples
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def _ddd17_palette() -> np.ndarray:
+    palette = default_palette(NUM_CLASSES)
+    palette[:NUM_CLASSES] = np.asarray(CLASS_COLOURS, dtype=np.uint8)
+    return palette
+
+
+class DDD17(SegmentationDataset):
+    """DDD17 / EV-SegNet event frames; build it with :func:`ddd17`.
+
+    Items: ``(float32 [C, H, W], int64 [H, W])`` without ``timesteps`` (or with 1), else
+    ``(float32 [T, C, H, W], int64 [H, W])`` (the module docstring has the details).
+
+    Attributes:
+        root: the folder holding ``events/`` and ``labels/``.
+        split: ``"train"`` or ``"test"`` (the release's folder names).
+        samples: one :class:`Sample` per item.
+        list_file: the list file read, or None when the folders were scanned.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        split: str,
+        samples: list[Sample],
+        *,
+        size: tuple[int, int],
+        timesteps: int | None,
+        channels: tuple[int, ...],
+        normalize: str,
+        list_file: Path | None = None,
+    ) -> None:
+        self.root = root
+        self.split = split
+        self.samples = samples
+        self.size = size
+        self.timesteps = timesteps
+        self.channels = channels
+        self.normalize = normalize
+        self.list_file = list_file
+        self.info = DatasetInfo(
+            name="ddd17",
+            num_classes=NUM_CLASSES,
+            class_names=list(CLASS_NAMES),
+            in_channels=len(channels),
+            temporal=(timesteps or 1) > 1,
+            palette=_ddd17_palette(),
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load_events(self, path: Path) -> np.ndarray:
+        """The chosen channels of one event file, ``float32 [C, H, W]``."""
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise SpikesegError(f"events file {path} not found; re-extract the dataset") from None
+        except (OSError, ValueError, EOFError) as e:
+            raise SpikesegError(
+                f"events file {path} is unreadable or corrupt ({e}); extract it again"
+            ) from None
+        if (
+            not isinstance(arr, np.ndarray)
+            or arr.ndim != 3
+            or arr.shape[2] != len(EVENT_CHANNELS)
+            or min(arr.shape[:2]) < 1
+            or not np.issubdtype(arr.dtype, np.floating)
+        ):
+            raise SpikesegError(
+                f"events file {path} holds a {getattr(arr, 'dtype', type(arr))} array of shape "
+                f"{getattr(arr, 'shape', '?')}; expected EV-SegNet's float32 [H, W, 6] "
+                "(200 x 346 x 6 in the release)"
+            )
+        return np.ascontiguousarray(arr[:, :, list(self.channels)].transpose(2, 0, 1),
+                                    dtype=np.float32)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sample = self.samples[index]
+        last = self._load_events(sample.events[-1])  # type: ignore[arg-type]
+        frames = []
+        for path in sample.events[:-1]:
+            arr = np.zeros_like(last) if path is None else self._load_events(path)
+            if arr.shape != last.shape:
+                raise SpikesegError(
+                    f"events file {path} is {arr.shape[1]}x{arr.shape[2]} but "
+                    f"{sample.events[-1]} is {last.shape[1]}x{last.shape[2]}; the frames of a "
+                    "recording must have one size"
+                )
+            frames.append(arr)
+        frames.append(last)
+        label = _read_label(sample.label)
+        if label.ndim != 2 or label.shape != last.shape[1:]:
+            raise SpikesegError(
+                f"label {sample.label} is {'x'.join(map(str, label.shape))} but its events file "
+                f"{sample.events[-1]} is {last.shape[1]}x{last.shape[2]}; they must match"
+            )
+        _check_label(label, NUM_CLASSES, sample.label)
+        x = _resize_frames(torch.from_numpy(np.stack(frames)), self.size)  # [T, C, h, w]
+        x = normalize_frames(x, self.normalize)
+        y = _resize_label(label, self.size)
+        return (x if self.info.temporal else x[0]), y
+
+    def __repr__(self) -> str:
+        t = f", timesteps={self.timesteps}" if self.timesteps else ""
+        return (f"DDD17(split={self.split!r}, n={len(self)}, size={self.size[0]}x{self.size[1]}, "
+                f"channels={list(self.channels)}{t})")
+
+
+def _parse_channels(channels: str | Sequence[int]) -> tuple[int, ...]:
+    if channels == "all":
+        return tuple(range(len(EVENT_CHANNELS)))
+    if isinstance(channels, str) or not isinstance(channels, Sequence) or not channels:
+        raise SpikesegError(
+            f"channels must be 'all' or a list of channel indices 0-5, got {channels!r}"
+        )
+    if not all(_is_int(c) and 0 <= c < len(EVENT_CHANNELS) for c in channels):
+        raise SpikesegError(
+            "channels must be indices 0-5 ("
+            + ", ".join(f"{i} {n}" for i, n in enumerate(EVENT_CHANNELS))
+            + f"), got {list(channels)!r}"
+        )
+    if len(set(channels)) != len(channels):
+        raise SpikesegError(f"channels lists a channel twice: {list(channels)!r}")
+    return tuple(int(c) for c in channels)
+
+
+@register_dataset("ddd17")
+def ddd17(
+    split: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    image_size: int | Sequence[int] = 64,
+    timesteps: int | None = None,
+    channels: str | Sequence[int] = (0, 1),
+    normalize: str = "minmax",
+    pad: str = "none",
+    datalist: str | None = None,
+) -> DDD17:
+    """Build one split of DDD17 in the EV-SegNet release layout (see the module docstring).
+
+    Args:
+        split: ``"train"``, or ``"val"`` (= ``"test"``, the released test recording).
+        root: the extracted dataset folder (holding ``events/`` and ``labels/``) or its parent.
+        image_size: output ``H = W`` as an int, or ``(H, W)``; default 64 (the paper).
+        timesteps: frames per sample; None or 1 gives single frames ``[C, H, W]``.
+        channels: event channels to read: indices 0–5 (default ``(0, 1)``, the positive and
+            negative counts the paper uses) or ``"all"``.
+        normalize: ``"minmax"`` (per frame and channel to ``[-0.5, 0.5]``), ``"log"`` or
+            ``"none"`` (raw values).
+        pad: frames with an incomplete history when ``timesteps > 1``: ``"none"`` drops them,
+            ``"repeat"`` repeats the earliest available frame, ``"zeros"`` adds empty frames.
+        datalist: None reads ``datalists/<train|test>.txt`` when present and scans the folders
+            otherwise; ``"scan"`` always scans; any other string names a list file (under
+            ``datalists/``, with or without ``.txt``, or a path).
+
+    Returns:
+        The dataset.
+
+    Raises:
+        SpikesegError: a bad option, a missing folder or list file, a list line naming a
+            missing file, an events file without label or a label without events file.
+            Unreadable files, malformed event arrays and label values outside 0–5 (and 255)
+            are reported when the item is read.
+    """
+    if split not in SPLITS:
+        raise SpikesegError(
+            f"unknown split {split!r} for ddd17; choose one of: train, val (= test)"
+        )
+    native = SPLITS[split]
+    size = _parse_size(image_size)
+    steps = _parse_timesteps(timesteps)
+    chans = _parse_channels(channels)
+    _check_choice("normalize", normalize, NORMALIZATIONS)
+    _check_choice("pad", pad, PADS)
+    if root is None:
+        raise SpikesegError(f"the ddd17 dataset needs data.root; {_HINT}")
+    base = find_ddd17_root(root)
+    list_file = _resolve_list(base, native, datalist)
+    frames = _read_datalist(list_file, base) if list_file else _scan(base, native)
+    samples = _make_samples(frames, steps or 1, pad)
+    if not samples:
+        raise SpikesegError(
+            f"{list_file or base / 'events' / native}: no run of {steps} consecutive frames, so "
+            "no samples; lower timesteps or use pad='repeat'"
+        )
+    return DDD17(base, native, samples, size=size, timesteps=steps, channels=chans,
+                 normalize=normalize, list_file=list_file)
