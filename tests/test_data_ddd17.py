@@ -92,6 +92,9 @@ def test_single_frames_at_native_size(root):
     assert y.dtype == torch.int64 and y.shape == (H, W)
     np.testing.assert_array_equal(y.numpy(), _label(_seed("1487339175", 14)))
     assert set(y.unique().tolist()) <= {0, 1, 2, 3, 4, 5, 255}
+    t1 = ddd17("train", root, image_size=(H, W), timesteps=1)  # a model's T = 1: [1, C, H, W]
+    assert t1.info.temporal and t1[3][0].shape == (1, 2, H, W)
+    torch.testing.assert_close(t1[3][0][0], x)
 
 
 def test_val_is_the_test_recording_and_parent_root_is_accepted(root):

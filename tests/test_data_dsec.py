@@ -183,6 +183,10 @@ def test_single_frame_and_voxel_grid(pristine):
     x, _ = one[_item(one, A, 2)]
     assert not one.info.temporal and x.shape == (2, LH, W)
     np.testing.assert_array_equal(x.numpy(), _reference_counts(A, 100, 150, 1)[0])
+    t1 = dsec("train", pristine, image_size=(LH, W), timesteps=1)  # a model's T = 1
+    x1, _ = t1[_item(t1, A, 2)]
+    assert t1.info.temporal and x1.shape == (1, 2, LH, W)
+    np.testing.assert_array_equal(x1[0].numpy(), x.numpy())
     vox = dsec("train", pristine, image_size=(LH, W), timesteps=2, representation="voxel",
                bins_per_step=3)
     assert vox.info.in_channels == 3

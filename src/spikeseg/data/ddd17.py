@@ -36,9 +36,8 @@ Event tensor channels (EV-SegNet's encoding of the events of one exported frame,
 
 Items, with ``T = timesteps``:
 
-* ``timesteps=None`` or 1: ``(float32 [C, H, W], int64 [H, W])``, one frame and its label
-  (the ANN baselines);
-* ``timesteps=T > 1``: ``(float32 [T, C, H, W], int64 [H, W])``: the ``T`` consecutive frames
+* ``timesteps=None``: ``(float32 [C, H, W], int64 [H, W])``, one frame and its label;
+* ``timesteps=T``: ``(float32 [T, C, H, W], int64 [H, W])``: the ``T`` consecutive frames
   ending at a labelled frame, with that frame's label. A sequence never crosses a recording or
   a gap in the frame numbers. With ``pad="none"`` (default) a labelled frame whose ``T - 1``
   predecessors are not all present is dropped; ``pad="repeat"`` repeats the earliest frame
@@ -406,7 +405,7 @@ def _ddd17_palette() -> np.ndarray:
 class DDD17(SegmentationDataset):
     """DDD17 / EV-SegNet event frames; build it with :func:`ddd17`.
 
-    Items: ``(float32 [C, H, W], int64 [H, W])`` without ``timesteps`` (or with 1), else
+    Items: ``(float32 [C, H, W], int64 [H, W])`` without ``timesteps``, else
     ``(float32 [T, C, H, W], int64 [H, W])`` (the module docstring has the details).
 
     Attributes:
@@ -441,7 +440,7 @@ class DDD17(SegmentationDataset):
             num_classes=NUM_CLASSES,
             class_names=list(CLASS_NAMES),
             in_channels=len(channels),
-            temporal=(timesteps or 1) > 1,
+            temporal=timesteps is not None,
             palette=_ddd17_palette(),
         )
 
@@ -541,7 +540,9 @@ def ddd17(
         split: ``"train"``, or ``"val"`` (= ``"test"``, the released test recording).
         root: the extracted dataset folder (holding ``events/`` and ``labels/``) or its parent.
         image_size: output ``H = W`` as an int, or ``(H, W)``; default 64 (the paper).
-        timesteps: frames per sample; None or 1 gives single frames ``[C, H, W]``.
+        timesteps: frames per sample ``[T, C, H, W]`` (the engine passes the model's T;
+            T = 1 gives ``[1, C, H, W]``, so a spiking model reads the frame as is); None
+            gives single frames ``[C, H, W]``.
         channels: event channels to read: indices 0–5 (default ``(0, 1)``, the positive and
             negative counts the paper uses) or ``"all"``.
         normalize: ``"minmax"`` (per frame and channel to ``[-0.5, 0.5]``), ``"log"`` or

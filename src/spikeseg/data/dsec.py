@@ -54,8 +54,8 @@ The window becomes ``T = timesteps`` frames with :func:`spikeseg.data.events.eve
 (``representation="counts"``: ON/OFF counts, C = 2; ``"voxel"``: the voxel grid of E-RAFT
 and ESS, C = ``bins_per_step``), cropped to the 440 labelled rows, resized to ``image_size``
 with antialiased bilinear interpolation (labels: nearest neighbour) and optionally normalised
-per frame and channel. Items: ``(float32 [C, H, W], int64 [H, W])`` for ``timesteps`` None or
-1, ``(float32 [T, C, H, W], int64 [H, W])`` otherwise. The default ``image_size`` is
+per frame and channel. Items: ``(float32 [C, H, W], int64 [H, W])`` for ``timesteps=None``,
+``(float32 [T, C, H, W], int64 [H, W])`` otherwise (also for T = 1). The default ``image_size`` is
 (88, 128): the labelled 440×640 reduced 5× with its aspect ratio kept.
 """
 
@@ -411,7 +411,7 @@ class DSECSemantic(SegmentationDataset):
             num_classes=classes,
             class_names=list(CLASSES[classes][0]),
             in_channels=2 if representation == "counts" else bins_per_step,
-            temporal=(timesteps or 1) > 1,
+            temporal=timesteps is not None,
             palette=_palette(classes),
         )
         self._files: dict[Path, Any] = {}
@@ -553,7 +553,8 @@ def dsec(
         root: the folder holding the extracted DSEC archives.
         image_size: output ``H = W`` as an int, or ``(H, W)``; default (88, 128), the
             labelled 440×640 reduced 5×.
-        timesteps: frames the window is split into; None or 1 gives one frame ``[C, H, W]``.
+        timesteps: frames the window is split into, ``[T, C, H, W]``; None gives one frame
+            ``[C, H, W]`` over the whole window.
         window_ms: length of the window of events before each label, in milliseconds.
         representation: ``"counts"`` (ON/OFF counts, 2 channels) or ``"voxel"`` (voxel grid of
             ``timesteps · bins_per_step`` bins, ``bins_per_step`` channels per frame).
