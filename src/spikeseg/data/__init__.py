@@ -3,6 +3,7 @@
 # Importing a dataset module registers its builders.
 from . import (
     builtin,  # noqa: F401  ("builtin")
+    builtin_events,  # noqa: F401  ("builtin_events")
     ddd17,  # noqa: F401  ("ddd17")
     dsec,  # noqa: F401  ("dsec")
     mnist_cifar,  # noqa: F401  ("mnist_cifar")
