@@ -114,3 +114,29 @@ def test_window_sweep_reads_the_last_t_frames_for_each_t():
     for p in pts:
         ref = evaluate(m, make_loader(p.timesteps), progress=False)
         assert p.miou == pytest.approx(ref.scores.miou)
+
+
+def test_report_on_event_data(tmp_path, capsys):
+    """The whole event pipeline: train an SNN and its ANN twin on the built-in event set, then
+    report; each sweep point reads the T frames ending at the label."""
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    common = ["--no-progress", "--set", "model.width=0.125", "--set", "model.timesteps=2",
+              "--set", "data.dataset=builtin_events", "--set", f"data.root={cache}",
+              "--set", "data.image_size=24", "--set", "data.options={num_train: 8, num_val: 4}",
+              "--set", "train.epochs=1", "--set", "train.batch_size=4",
+              "--set", f"train.out_dir={runs}", "--set", "train.report=false"]
+    for model in ("spiking_deeplab", "deeplab"):
+        assert main(["train", *common, "--set", f"model.name={model}",
+                     "--set", f"train.name={model}"]) == 0
+    out = tmp_path / "rep"
+    assert main(["report", "--checkpoint", str(runs / "spiking_deeplab/checkpoints/best"),
+                 "--ann-checkpoint", str(runs / "deeplab/checkpoints/best"), "--out", str(out),
+                 "--timesteps", "1,2,3", "--sigmas", "0,0.1", "--pictures", "2",
+                 "--no-progress"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert [p["timesteps"] for p in r["timestep_sweep"]] == [1, 2, 3]
+    assert r["dataset"]["name"] == "builtin_events" and r["ann"] is not None
+    for f in REPORT_FILES:
+        assert (out / f).is_file(), f
+    with Image.open(out / "predictions.png") as im:
+        assert im.width > 200 and im.height > 100
