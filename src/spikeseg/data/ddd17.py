@@ -65,11 +65,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
 from ..errors import SpikesegError
-from .base import IGNORE_INDEX, DatasetInfo, SegmentationDataset, default_palette, register_dataset
+from .base import DatasetInfo, SegmentationDataset, default_palette, register_dataset
+from .transforms import check_label_values, parse_size, read_label, resize_image, resize_label
 
 __all__ = [
     "CLASS_NAMES",
@@ -99,9 +98,6 @@ NORMALIZATIONS = ("minmax", "log", "none")
 PADS = ("none", "repeat", "zeros")
 
 _NAME = re.compile(r"^rec(?P<rec>\d+)_export_(?P<frame>\d+)(?:\.0)?$")
-_LABEL_MODES = ("L", "P", "I", "I;16", "I;16L", "I;16B")
-_READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError,
-                Image.DecompressionBombError)
 _HINT = (
     "point data.root at the extracted EV-SegNet DDD17 folder (the one holding events/ and "
     "labels/; download link in the README of github.com/Shathe/Ev-SegNet)"
@@ -116,23 +112,6 @@ def _is_int(v: object) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-def _parse_size(image_size: int | Sequence[int]) -> tuple[int, int]:
-    """``(H, W)`` from an int or an ``(H, W)`` pair (each side at least 4 pixels)."""
-    if _is_int(image_size):
-        size = (int(image_size), int(image_size))  # type: ignore[arg-type]
-    elif (
-        isinstance(image_size, (list, tuple))
-        and len(image_size) == 2
-        and all(_is_int(v) for v in image_size)
-    ):
-        size = (int(image_size[0]), int(image_size[1]))
-    else:
-        raise SpikesegError(f"image_size must be an int or [height, width], got {image_size!r}")
-    if min(size) < 4:
-        raise SpikesegError(f"image_size must be at least 4x4, got {size}")
-    return size
-
-
 def _parse_timesteps(timesteps: int | None) -> int | None:
     if timesteps is None:
         return None
@@ -145,64 +124,6 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise SpikesegError(f"{name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
     return value
-
-
-def _resize_frames(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bilinear resize of ``float32 [T, C, H, W]`` to ``[T, C, *size]``.
-
-    The filter's support widens with the shrink factor, so every source pixel contributes:
-    a target pixel is a weighted average of the event counts it covers (nothing is sampled
-    away). Weights are non-negative, so values stay within the input's range.
-    """
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x.contiguous()
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
-def _resize_label(label: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of an ``[H, W]`` label map to ``int64 [*size]``.
-
-    Output pixel ``(i, j)`` takes the input pixel containing its centre, so only values of the
-    input appear (no blend of two classes or of a class and 255).
-    """
-    h, w = label.shape
-    if (h, w) != tuple(size):
-        rows = np.minimum(((np.arange(size[0]) + 0.5) * (h / size[0])).astype(np.int64), h - 1)
-        cols = np.minimum(((np.arange(size[1]) + 0.5) * (w / size[1])).astype(np.int64), w - 1)
-        label = label[rows[:, None], cols[None, :]]
-    return torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))
-
-
-def _read_label(path: Path) -> np.ndarray:
-    """A PNG of class ids (grey or palette) as an integer ``[H, W]`` array."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in _LABEL_MODES:
-                raise SpikesegError(
-                    f"label {path} is a {im.mode} image; expected class ids in a greyscale PNG "
-                    "(use the label files of the release, not a colour visualisation)"
-                )
-            return np.asarray(im)
-    except FileNotFoundError:
-        raise SpikesegError(f"label {path} not found; re-extract the dataset") from None
-    except _READ_ERRORS as e:
-        raise SpikesegError(
-            f"label {path} is unreadable or corrupt ({e}); extract or download it again"
-        ) from None
-
-
-def _check_label(label: np.ndarray, num_classes: int, path: Path) -> None:
-    """Raise unless every value of ``label`` is a class id ``0..num_classes-1`` or 255."""
-    if label.size == 0 or (int(label.min()) >= 0 and int(label.max()) < num_classes):
-        return
-    vals = np.unique(label)
-    bad = vals[((vals >= num_classes) & (vals != IGNORE_INDEX)) | (vals < 0)]
-    if bad.size:
-        raise SpikesegError(
-            f"label {path} has values {bad[:6].tolist()} outside the classes "
-            f"0..{num_classes - 1} (and {IGNORE_INDEX} = ignore); is it a label file of this "
-            "dataset (and of this class set)?"
-        )
 
 
 def normalize_frames(x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -486,16 +407,16 @@ class DDD17(SegmentationDataset):
                 )
             frames.append(arr)
         frames.append(last)
-        label = _read_label(sample.label)
+        label = read_label(sample.label)
         if label.ndim != 2 or label.shape != last.shape[1:]:
             raise SpikesegError(
                 f"label {sample.label} is {'x'.join(map(str, label.shape))} but its events file "
                 f"{sample.events[-1]} is {last.shape[1]}x{last.shape[2]}; they must match"
             )
-        _check_label(label, NUM_CLASSES, sample.label)
-        x = _resize_frames(torch.from_numpy(np.stack(frames)), self.size)  # [T, C, h, w]
+        check_label_values(label, NUM_CLASSES, sample.label)
+        x = resize_image(torch.from_numpy(np.stack(frames)), self.size)  # [T, C, h, w]
         x = normalize_frames(x, self.normalize)
-        y = _resize_label(label, self.size)
+        y = resize_label(label, self.size)
         return (x if self.info.temporal else x[0]), y
 
     def __repr__(self) -> str:
@@ -567,7 +488,7 @@ def ddd17(
             f"unknown split {split!r} for ddd17; choose one of: train, val (= test)"
         )
     native = SPLITS[split]
-    size = _parse_size(image_size)
+    size = parse_size(image_size)
     steps = _parse_timesteps(timesteps)
     chans = _parse_channels(channels)
     _check_choice("normalize", normalize, NORMALIZATIONS)

@@ -75,19 +75,9 @@ import torch
 
 from ..errors import SpikesegError
 from .base import DatasetInfo, SegmentationDataset, default_palette, register_dataset
-from .ddd17 import (
-    NORMALIZATIONS,
-    _check_choice,
-    _check_label,
-    _is_int,
-    _parse_size,
-    _parse_timesteps,
-    _read_label,
-    _resize_frames,
-    _resize_label,
-    normalize_frames,
-)
+from .ddd17 import NORMALIZATIONS, _check_choice, _is_int, _parse_timesteps, normalize_frames
 from .events import REPRESENTATIONS, as_events, event_frames, make_events
+from .transforms import check_label_values, parse_size, read_label, resize_image, resize_label
 
 __all__ = [
     "CLASS_NAMES_11",
@@ -507,15 +497,15 @@ class DSECSemantic(SegmentationDataset):
             representation=self.representation, bins_per_step=self.bins_per_step,
             t_start=t_start, t_end=t_end,
         )  # [T, C, 440, 640]
-        x = normalize_frames(_resize_frames(torch.from_numpy(frames), self.size), self.normalize)
-        label = _read_label(path)
+        x = normalize_frames(resize_image(torch.from_numpy(frames), self.size), self.normalize)
+        label = read_label(path)
         if label.shape != (LABEL_HEIGHT, SENSOR_SIZE[0]):
             raise SpikesegError(
                 f"label {path} is {'x'.join(map(str, label.shape[::-1]))}; DSEC-Semantic labels "
                 f"are {SENSOR_SIZE[0]}x{LABEL_HEIGHT} (width x height): re-extract the archive"
             )
-        _check_label(label, self.classes, path)
-        y = _resize_label(label, self.size)
+        check_label_values(label, self.classes, path)
+        y = resize_label(label, self.size)
         return (x if self.info.temporal else x[0]), y
 
     def __repr__(self) -> str:
@@ -576,7 +566,7 @@ def dsec(
     """
     if split not in SPLITS:
         raise SpikesegError(f"unknown split {split!r} for dsec; choose one of: train, val (= test)")
-    size = _parse_size(image_size)
+    size = parse_size(image_size)
     steps = _parse_timesteps(timesteps)
     if isinstance(window_ms, bool) or not isinstance(window_ms, (int, float, np.number)) or not (
         math.isfinite(window_ms) and window_ms > 0
