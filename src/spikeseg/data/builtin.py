@@ -24,7 +24,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -339,31 +339,31 @@ def _default_root() -> Path:
     return Path(os.environ.get("SPIKESEG_CACHE") or Path.home() / ".cache" / "spikeseg")
 
 
-def _cache_path(root: Path, params: dict[str, Any]) -> Path:
+def _cache_path(root: Path, params: dict[str, Any], stem: str = "builtin") -> Path:
+    """``<root>/<stem>-<split>-<H>x<W>-n<count>-<hash of params>.npz``."""
     key = json.dumps(params, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     h, w = params["image_size"]
-    return root / f"builtin-{params['split']}-{h}x{w}-n{params['count']}-{digest}.npz"
+    return root / f"{stem}-{params['split']}-{h}x{w}-n{params['count']}-{digest}.npz"
 
 
-def _read_cache(path: Path, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The cached split, or None when the file is missing, unreadable or does not match."""
+def _read_cache(
+    path: Path,
+    params: dict[str, Any],
+    names: Sequence[str],
+    valid: Callable[[dict[str, np.ndarray], dict[str, Any]], bool],
+) -> dict[str, np.ndarray] | None:
+    """The arrays ``names`` of a cached split, or None when the file is missing, unreadable,
+    written with other ``params``, or its arrays fail ``valid(arrays, params)``.
+
+    Shared by the generated datasets (``builtin``, ``builtin_events``)."""
     if not path.is_file():
         return None
-    h, w = params["image_size"]
-    n = params["count"]
     try:
         with np.load(path, allow_pickle=False) as z:
             stored = json.loads(str(z["params"]))
-            images, labels = z["images"], z["labels"]
-        ok = (
-            stored == json.loads(json.dumps(params))
-            and images.dtype == np.uint8
-            and labels.dtype == np.uint8
-            and images.shape == (n, h, w, 3)
-            and labels.shape == (n, h, w)
-            and (n == 0 or int(labels.max()) < NUM_CLASSES)
-        )
+            data = {name: z[name] for name in names}
+        ok = stored == json.loads(json.dumps(params)) and valid(data, params)
     except Exception as e:  # any failure to read a cache file means: generate it again
         warnings.warn(f"ignoring unreadable cache file {path} ({e}); regenerating", stacklevel=3)
         return None
@@ -372,21 +372,18 @@ def _read_cache(path: Path, params: dict[str, Any]) -> tuple[np.ndarray, np.ndar
             f"ignoring cache file {path} (contents do not match); regenerating", stacklevel=3
         )
         return None
-    return images, labels
+    return data
 
 
-def _write_cache(
-    path: Path, params: dict[str, Any], images: np.ndarray, labels: np.ndarray
-) -> bool:
-    """Write atomically (temp file in the same folder, then rename); False if it failed."""
+def _write_cache(path: Path, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> bool:
+    """Write ``arrays`` and ``params`` atomically (temp file in the same folder, then rename);
+    False (with a warning) if it failed."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".builtin-", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(
-                f, images=images, labels=labels, params=np.array(json.dumps(params, sort_keys=True))
-            )
+            np.savez_compressed(f, params=np.array(json.dumps(params, sort_keys=True)), **arrays)
         os.replace(tmp, path)
         return True
     except OSError as e:
@@ -396,6 +393,20 @@ def _write_cache(
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
         return False
+
+
+def _valid_split(data: dict[str, np.ndarray], params: dict[str, Any]) -> bool:
+    """Whether cached ``images`` and ``labels`` have the shapes, types and classes of ``params``."""
+    h, w = params["image_size"]
+    n = params["count"]
+    images, labels = data["images"], data["labels"]
+    return (
+        images.dtype == np.uint8
+        and labels.dtype == np.uint8
+        and images.shape == (n, h, w, 3)
+        and labels.shape == (n, h, w)
+        and (n == 0 or int(labels.max()) < NUM_CLASSES)
+    )
 
 
 # --------------------------------------------------------------------------- dataset
@@ -538,9 +549,10 @@ def builtin(
     data = None
     if cache:
         path = _cache_path(Path(root) if root is not None else _default_root(), params)
-        data = _read_cache(path, params)
+        data = _read_cache(path, params, ("images", "labels"), _valid_split)
     if data is None:
-        data = _generate(split, size, int(count), n_digits, scale, int(seed))
-        if path is not None and not _write_cache(path, params, *data):
+        images, labels = _generate(split, size, int(count), n_digits, scale, int(seed))
+        data = {"images": images, "labels": labels}
+        if path is not None and not _write_cache(path, params, data):
             path = None
-    return BuiltinDigits(data[0], data[1], split, cache_path=path)
+    return BuiltinDigits(data["images"], data["labels"], split, cache_path=path)

@@ -49,12 +49,8 @@ the frames) are cached, so ``timesteps``, ``representation``, ``bins_per_step`` 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import os
-import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -443,12 +439,6 @@ _ARRAYS = {  # name: (dtype, shape from (E, N, H, W, K))
 }
 
 
-def _cache_path(root: Path, params: dict[str, Any]) -> Path:
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    h, w = params["image_size"]
-    return root / f"builtin_events-{params['split']}-{h}x{w}-n{params['count']}-{digest}.npz"
-
-
 def _valid(data: dict[str, np.ndarray], params: dict[str, Any]) -> bool:
     h, w = params["image_size"]
     n, k = params["count"], params["digits_per_image"][1]
@@ -467,43 +457,8 @@ def _valid(data: dict[str, np.ndarray], params: dict[str, Any]) -> bool:
 
 
 def _read_cache(path: Path, params: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The cached split, or None when the file is missing, unreadable or does not match."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            stored = json.loads(str(z["params"]))
-            data = {name: z[name] for name in _ARRAYS}
-        ok = stored == json.loads(json.dumps(params)) and _valid(data, params)
-    except Exception as e:  # any failure to read a cache file means: generate it again
-        warnings.warn(f"ignoring unreadable cache file {path} ({e}); regenerating", stacklevel=3)
-        return None
-    if not ok:
-        warnings.warn(
-            f"ignoring cache file {path} (contents do not match); regenerating", stacklevel=3
-        )
-        return None
-    return data
-
-
-def _write_cache(path: Path, params: dict[str, Any], data: dict[str, np.ndarray]) -> bool:
-    """Write atomically (temp file in the same folder, then rename); False if it failed."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".builtin_events-", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, params=np.array(json.dumps(params, sort_keys=True)), **data)
-        os.replace(tmp, path)
-        return True
-    except OSError as e:
-        warnings.warn(
-            f"could not write the cache file {path} ({e}); keeping the data in memory",
-            stacklevel=3,
-        )
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
-        return False
+    """The cached split's arrays, or None (see :func:`spikeseg.data.builtin._read_cache`)."""
+    return _b._read_cache(path, params, tuple(_ARRAYS), _valid)
 
 
 # --------------------------------------------------------------------------- dataset
@@ -713,11 +668,12 @@ def builtin_events(
     path = None
     data = None
     if cache:
-        path = _cache_path(Path(root) if root is not None else _b._default_root(), params)
+        root_dir = Path(root) if root is not None else _b._default_root()
+        path = _b._cache_path(root_dir, params, "builtin_events")
         data = _read_cache(path, params)
     if data is None:
         data = _generate(split, params)
-        if path is not None and not _write_cache(path, params, data):
+        if path is not None and not _b._write_cache(path, params, data):
             path = None
     return BuiltinEvents(
         data, split, duration_us=int(round(params["duration_ms"] * 1000)),
