@@ -83,7 +83,7 @@ def activation_variation(
     Returns:
         One :class:`LayerActivations` per activation layer, in forward order.
     """
-    from ..convert import _blocks
+    from ..models.converted import conversion_blocks
 
     if getattr(ann, "spiking", False):
         raise SpikesegError("activation variation is measured on an ANN, not a spiking model")
@@ -109,7 +109,7 @@ def activation_variation(
 
         return fn
 
-    blocks = _blocks(ann)
+    blocks = conversion_blocks(ann)
     handles = [block.act.register_forward_hook(hook(name)) for name, block in blocks]
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
     try:

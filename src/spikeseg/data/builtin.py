@@ -43,7 +43,7 @@ SPLITS = ("train", "val")
 NUM_CLASSES = 11
 CLASS_NAMES = ["background"] + [str(d) for d in range(10)]
 
-_INSTALL_HINT = 'pip install "spikeseg[builtin]"'
+INSTALL_HINT = 'pip install "spikeseg[builtin]"'
 
 _SKIMAGE_PHOTOS = (
     "astronaut.png",
@@ -69,17 +69,17 @@ left view's validation part."""
 _DIGIT_VAL_FRACTION = 0.2
 _DIGIT_SPLIT_SEED = 20240917  # fixed: the digit split must not depend on the dataset seed
 _CROP_FRACTION = (0.25, 0.6)  # crop's shorter side / photo's shorter side
-_MASK_THRESHOLD = 0.4  # upsampled intensity (0..1) above which a pixel is labelled digit
-_ALPHA_RAMP = 0.5  # width of the intensity ramp (centred on the threshold) used as opacity
+MASK_THRESHOLD = 0.4  # upsampled intensity (0..1) above which a pixel is labelled digit
+ALPHA_RAMP = 0.5  # width of the intensity ramp (centred on the threshold) used as opacity
 _MIN_CONTRAST = 0.4  # luminance difference (0..1) between a digit and the patch it covers
-_LUMA = np.array([0.299, 0.587, 0.114])
+LUMA = np.array([0.299, 0.587, 0.114])
 _MIN_SIZE = 16
 
 
 # --------------------------------------------------------------------------- sources
 
 
-def _require_packages() -> None:
+def require_packages() -> None:
     """Import scikit-learn and scikit-image, or raise a one-line :class:`SpikesegError`."""
     try:
         import skimage  # noqa: F401
@@ -87,12 +87,12 @@ def _require_packages() -> None:
     except ImportError as e:
         raise SpikesegError(
             f"the built-in dataset needs scikit-learn and scikit-image ({e.name or e} is "
-            f"missing): {_INSTALL_HINT}"
+            f"missing): {INSTALL_HINT}"
         ) from None
 
 
 @functools.lru_cache(maxsize=1)
-def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+def load_digit_scans() -> tuple[np.ndarray, np.ndarray]:
     """The digit scans: ``float32 [1797, 8, 8]`` in ``[0, 1]`` and ``int64 [1797]`` digits."""
     from sklearn.datasets import load_digits
 
@@ -107,7 +107,7 @@ def _skimage_data_dir() -> str:
     return os.path.dirname(skimage.data.__file__)
 
 
-def _available_photo_names() -> list[str]:
+def available_photo_names() -> list[str]:
     """Names of the photographs present in this installation (the cache key depends on it)."""
     data_dir = _skimage_data_dir()
     names = ["china.jpg", "flower.jpg"]
@@ -116,7 +116,7 @@ def _available_photo_names() -> list[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _load_photos() -> tuple[tuple[str, np.ndarray], ...]:
+def load_photos() -> tuple[tuple[str, np.ndarray], ...]:
     """All photographs as ``(name, uint8 [H, W, 3])``, scikit-learn's first; missing ones skipped."""
     from PIL import Image
     from sklearn.datasets import load_sample_images
@@ -153,7 +153,7 @@ def photo_part(name: str, width: int, split: str) -> tuple[int, int]:
     Returns:
         ``(x0, x1)`` with ``0 <= x0 < x1 <= width``.
     """
-    _check_split(split)
+    check_split(split)
     line = int(round(_SPLIT_LINE * width))
     if split == "train":
         return 0, int(round(_TRAIN_END.get(name, _SPLIT_LINE) * width))
@@ -166,7 +166,7 @@ def _photo_parts(split: str) -> tuple[Any, ...]:
     from PIL import Image
 
     parts = []
-    for name, arr in _load_photos():
+    for name, arr in load_photos():
         x0, x1 = photo_part(name, arr.shape[1], split)
         parts.append(Image.fromarray(np.ascontiguousarray(arr[:, x0:x1])))
     return tuple(parts)
@@ -185,7 +185,7 @@ def digit_split_indices(targets: np.ndarray, split: str) -> np.ndarray:
         ``int64 [M]`` sorted indices into ``targets``; train and val are disjoint and together
         cover all ``N``.
     """
-    _check_split(split)
+    check_split(split)
     targets = np.asarray(targets)
     rng = np.random.default_rng(_DIGIT_SPLIT_SEED)
     chosen = []
@@ -199,7 +199,7 @@ def digit_split_indices(targets: np.ndarray, split: str) -> np.ndarray:
 # --------------------------------------------------------------------------- rendering
 
 
-def _sample_crop_box(
+def sample_crop_box(
     rng: np.random.Generator, part_hw: tuple[int, int], photo_short: int, out_hw: tuple[int, int]
 ) -> tuple[float, float, float, float]:
     """A random crop ``(left, top, right, bottom)`` inside a ``part_hw`` part of a photograph.
@@ -221,7 +221,7 @@ def _sample_crop_box(
     return left, top, left + cw, top + ch
 
 
-def _upsample_digit(digit: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def upsample_digit(digit: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bicubic resize of an ``[8, 8]`` intensity map in ``[0, 1]`` to ``size`` = ``(h, w)``."""
     from PIL import Image
 
@@ -230,7 +230,7 @@ def _upsample_digit(digit: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(up, dtype=np.float32).clip(0.0, 1.0)
 
 
-def _contrasting_colour(rng: np.random.Generator, background_luma: float) -> np.ndarray:
+def contrasting_colour(rng: np.random.Generator, background_luma: float) -> np.ndarray:
     """A random RGB colour in ``[0, 1]`` whose luminance differs from ``background_luma`` by at
     least ``_MIN_CONTRAST``: a random hue, darkened or lightened to a random allowed luminance."""
     lo = background_luma - _MIN_CONTRAST  # darker colours: luminance in [0, lo]
@@ -243,7 +243,7 @@ def _contrasting_colour(rng: np.random.Generator, background_luma: float) -> np.
     else:
         target = rng.uniform(min(hi, 1.0), 1.0)
     colour = rng.uniform(0.05, 0.95, size=3)
-    luma = float(colour @ _LUMA)
+    luma = float(colour @ LUMA)
     if target <= luma:  # scale towards black: luminance scales linearly
         colour = colour * (target / luma)
     else:  # mix towards white
@@ -284,13 +284,13 @@ def render_sample(
         size = max(8, min(size, short))
         y0 = int(rng.integers(0, height - size + 1))
         x0 = int(rng.integers(0, width - size + 1))
-        intensity = _upsample_digit(digit_images[k], (size, size))
+        intensity = upsample_digit(digit_images[k], (size, size))
         patch = canvas[y0 : y0 + size, x0 : x0 + size]
-        colour = _contrasting_colour(rng, float(patch.mean(axis=(0, 1)) @ _LUMA))
-        alpha = ((intensity - _MASK_THRESHOLD) / _ALPHA_RAMP + 0.5).clip(0.0, 1.0)[..., None]
+        colour = contrasting_colour(rng, float(patch.mean(axis=(0, 1)) @ LUMA))
+        alpha = ((intensity - MASK_THRESHOLD) / ALPHA_RAMP + 0.5).clip(0.0, 1.0)[..., None]
         patch *= 1.0 - alpha
         patch += alpha * colour.astype(np.float32)
-        mask = intensity > _MASK_THRESHOLD
+        mask = intensity > MASK_THRESHOLD
         label[y0 : y0 + size, x0 : x0 + size][mask] = digit_targets[k] + 1
     image = np.rint(canvas * 255.0).clip(0, 255).astype(np.uint8)
     return image, label
@@ -308,13 +308,13 @@ def _generate(
     labels, deterministically from ``(seed, split)`` and the other arguments."""
     from PIL import Image
 
-    digits, targets = _load_digits()
+    digits, targets = load_digit_scans()
     pool = digit_split_indices(targets, split)
     pool_images, pool_targets = digits[pool], targets[pool]
-    photos = _load_photos()
+    photos = load_photos()
     parts = _photo_parts(split)
     if not parts:
-        raise SpikesegError(f"no background photographs found; reinstall them: {_INSTALL_HINT}")
+        raise SpikesegError(f"no background photographs found; reinstall them: {INSTALL_HINT}")
     rng = np.random.default_rng([seed, SPLITS.index(split), FORMAT_VERSION])
     height, width = size
     images = np.empty((count, height, width, 3), dtype=np.uint8)
@@ -323,7 +323,7 @@ def _generate(
         p = int(rng.integers(len(parts)))
         part = parts[p]
         photo_short = min(photos[p][1].shape[:2])
-        box = _sample_crop_box(rng, (part.height, part.width), photo_short, size)
+        box = sample_crop_box(rng, (part.height, part.width), photo_short, size)
         crop = part.resize((width, height), Image.Resampling.BILINEAR, box=box)
         background = np.asarray(crop, dtype=np.uint8)
         images[i], labels[i] = render_sample(
@@ -335,11 +335,11 @@ def _generate(
 # --------------------------------------------------------------------------- cache
 
 
-def _default_root() -> Path:
+def default_cache_root() -> Path:
     return Path(os.environ.get("SPIKESEG_CACHE") or Path.home() / ".cache" / "spikeseg")
 
 
-def _cache_path(root: Path, params: dict[str, Any], stem: str = "builtin") -> Path:
+def split_cache_path(root: Path, params: dict[str, Any], stem: str = "builtin") -> Path:
     """``<root>/<stem>-<split>-<H>x<W>-n<count>-<hash of params>.npz``."""
     key = json.dumps(params, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -347,7 +347,7 @@ def _cache_path(root: Path, params: dict[str, Any], stem: str = "builtin") -> Pa
     return root / f"{stem}-{params['split']}-{h}x{w}-n{params['count']}-{digest}.npz"
 
 
-def _read_cache(
+def read_cache(
     path: Path,
     params: dict[str, Any],
     names: Sequence[str],
@@ -375,7 +375,7 @@ def _read_cache(
     return data
 
 
-def _write_cache(path: Path, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> bool:
+def write_cache(path: Path, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> bool:
     """Write ``arrays`` and ``params`` atomically (temp file in the same folder, then rename);
     False (with a warning) if it failed."""
     tmp = None
@@ -458,7 +458,7 @@ class BuiltinDigits(SegmentationDataset):
         return f"BuiltinDigits(split={self.split!r}, n={n}, size={h}x{w})"
 
 
-def _parse_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+def parse_builtin_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
         size = (int(image_size), int(image_size))
     elif (
@@ -474,7 +474,7 @@ def _parse_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     return size
 
 
-def _parse_range(value: Any, name: str, kind: type, lo: float, hi: float) -> tuple[Any, Any]:
+def parse_range(value: Any, name: str, kind: type, lo: float, hi: float) -> tuple[Any, Any]:
     try:
         a, b = (kind(v) for v in value)
     except (TypeError, ValueError):
@@ -484,7 +484,7 @@ def _parse_range(value: Any, name: str, kind: type, lo: float, hi: float) -> tup
     return a, b
 
 
-def _check_split(split: str) -> None:
+def check_split(split: str) -> None:
     if split not in SPLITS:
         raise SpikesegError(
             f"unknown split {split!r} for the builtin dataset; choose one of: {', '.join(SPLITS)}"
@@ -524,16 +524,16 @@ def builtin(
     Raises:
         SpikesegError: a bad split or option, or scikit-learn / scikit-image not installed.
     """
-    _check_split(split)
-    size = _parse_size(image_size)
+    check_split(split)
+    size = parse_builtin_size(image_size)
     count = num_train if split == "train" else num_val
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
         raise SpikesegError(f"num_{split} must be a non-negative int, got {count!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise SpikesegError(f"seed must be a non-negative int, got {seed!r}")
-    n_digits = _parse_range(digits_per_image, "digits_per_image", int, 1, 64)
-    scale = _parse_range(digit_scale, "digit_scale", float, 0.05, 1.0)
-    _require_packages()
+    n_digits = parse_range(digits_per_image, "digits_per_image", int, 1, 64)
+    scale = parse_range(digit_scale, "digit_scale", float, 0.05, 1.0)
+    require_packages()
 
     params = {
         "version": FORMAT_VERSION,
@@ -543,16 +543,22 @@ def builtin(
         "digits_per_image": list(n_digits),
         "digit_scale": list(scale),
         "seed": int(seed),
-        "photos": _available_photo_names(),
+        "photos": available_photo_names(),
     }
     path = None
     data = None
     if cache:
-        path = _cache_path(Path(root) if root is not None else _default_root(), params)
-        data = _read_cache(path, params, ("images", "labels"), _valid_split)
+        path = split_cache_path(Path(root) if root is not None else default_cache_root(), params)
+        data = read_cache(path, params, ("images", "labels"), _valid_split)
     if data is None:
         images, labels = _generate(split, size, int(count), n_digits, scale, int(seed))
         data = {"images": images, "labels": labels}
-        if path is not None and not _write_cache(path, params, data):
+        if path is not None and not write_cache(path, params, data):
             path = None
     return BuiltinDigits(data["images"], data["labels"], split, cache_path=path)
+
+
+# The names these had before they were shared with spikeseg.data.builtin_events.
+_load_digits = load_digit_scans
+_load_photos = load_photos
+_sample_crop_box = sample_crop_box

@@ -23,7 +23,7 @@ segmentation of the LAST frame: ``digit + 1`` where a digit's stroke covers a pi
 digits win), 0 elsewhere — 11 classes, the class names of ``builtin``.
 
 Items are the events of the clip's window ``[0, duration]`` as ``timesteps`` frames ending at
-the labelled one, :func:`~spikeseg.data.events.event_frames`:
+the labelled one, :func:`~spikeseg.encoding.events.event_frames`:
 ``(float32 [T, C, H, W], int64 [H, W])`` with ``C = 2`` (ON, OFF counts) for
 ``representation="counts"`` or ``C = bins_per_step`` for ``"voxel"``. The sensor has the
 output resolution ``image_size``: events are simulated at that size, not resized.
@@ -58,26 +58,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import SpikesegError
-from . import builtin as _b
-from .base import DatasetInfo, SegmentationDataset, register_dataset
-from .ddd17 import NORMALIZATIONS, normalize_frames
-from .events import (
+from ..encoding.events import (
     EVENT_DTYPE,
     REPRESENTATIONS,
     event_frames,
     make_events,
     representation_channels,
 )
+from ..errors import SpikesegError
+from . import builtin as bi
+from .base import DatasetInfo, SegmentationDataset, register_dataset
+from .transforms import NORMALIZATIONS, is_int, normalize_frames
 
 __all__ = ["BuiltinEvents", "builtin_events", "render_clip", "video_to_events"]
 
 FORMAT_VERSION = 1
 """Bumped whenever generation changes, so stale cache files are not reused."""
 
-SPLITS = _b.SPLITS
-NUM_CLASSES = _b.NUM_CLASSES
-CLASS_NAMES = list(_b.CLASS_NAMES)
+SPLITS = bi.SPLITS
+NUM_CLASSES = bi.NUM_CLASSES
+CLASS_NAMES = list(bi.CLASS_NAMES)
 
 LOG_EPS = 0.02
 """Offset of the log response, ``log(I + LOG_EPS)`` for intensities ``I`` in ``[0, 1]``: it
@@ -145,7 +145,7 @@ def video_to_events(
         rng: generator for the threshold noise (default: a fresh, unseeded one).
 
     Returns:
-        :data:`~spikeseg.data.events.EVENT_DTYPE` ``[E]`` events sorted by time (then by pixel
+        :data:`~spikeseg.encoding.events.EVENT_DTYPE` ``[E]`` events sorted by time (then by pixel
         index ``y·W + x``), on a sensor of size ``(W, H)``.
 
     Raises:
@@ -318,7 +318,7 @@ def render_clip(
     H, W = size
     bh, bw = background.shape
     short = min(H, W)
-    box = np.array(_b._sample_crop_box(rng, (bh, bw), photo_short or min(bh, bw), size))
+    box = np.array(bi.sample_crop_box(rng, (bh, bw), photo_short or min(bh, bw), size))
     scale = (box[2] - box[0]) / W  # photo pixels per output pixel
     pan = rng.uniform(*background_motion) * short * scale
     angle = rng.uniform(0.0, 2.0 * math.pi)
@@ -344,10 +344,10 @@ def render_clip(
         high = np.array([H - s, W - s], dtype=np.float64)
         start = rng.uniform(0.0, 1.0, 2) * high
         end = _endpoint(rng, start, high, rng.uniform(*digit_motion) * short)
-        intensity = _b._upsample_digit(digit_images[k], (s, s))
+        intensity = bi.upsample_digit(digit_images[k], (s, s))
         y0, x0 = int(start[0]), int(start[1])
         patch_luma = float(first[y0 : y0 + s, x0 : x0 + s].mean())
-        luma = float(_b._contrasting_colour(rng, patch_luma) @ _b._LUMA)
+        luma = float(bi.contrasting_colour(rng, patch_luma) @ bi.LUMA)
         digits.append((k, intensity, start, end, luma))
 
     frames = np.empty((num_frames, H, W), dtype=np.float32)
@@ -361,10 +361,10 @@ def render_clip(
         for k, intensity, start, end, luma in digits:
             pos = start + a * (end - start)
             placed = _place(intensity, float(pos[0]), float(pos[1]), (H, W))
-            alpha = ((placed - _b._MASK_THRESHOLD) / _b._ALPHA_RAMP + 0.5).clip(0.0, 1.0)
+            alpha = ((placed - bi.MASK_THRESHOLD) / bi.ALPHA_RAMP + 0.5).clip(0.0, 1.0)
             canvas += alpha * (luma - canvas)
             if i == num_frames - 1:
-                label[placed > _b._MASK_THRESHOLD] = digit_targets[k] + 1
+                label[placed > bi.MASK_THRESHOLD] = digit_targets[k] + 1
         frames[i] = canvas.clip(0.0, 1.0)
     return frames, label, {"box": cover, "digits": [d[0] for d in digits]}
 
@@ -374,21 +374,21 @@ def _luma_parts(split: str) -> tuple[tuple[np.ndarray, int, int], ...]:
     """Every photograph's part for ``split`` as ``(float32 luminance [h, w], x0, shorter
     side of the photograph)``."""
     out = []
-    for name, arr in _b._load_photos():
-        x0, x1 = _b.photo_part(name, arr.shape[1], split)
-        luma = (arr[:, x0:x1].astype(np.float32) @ _b._LUMA.astype(np.float32)) / 255.0
+    for name, arr in bi.load_photos():
+        x0, x1 = bi.photo_part(name, arr.shape[1], split)
+        luma = (arr[:, x0:x1].astype(np.float32) @ bi.LUMA.astype(np.float32)) / 255.0
         out.append((np.ascontiguousarray(luma), x0, min(arr.shape[:2])))
     return tuple(out)
 
 
 def _generate(split: str, params: dict[str, Any]) -> dict[str, np.ndarray]:
     """Generate a whole split (the arrays of the cache file, see the module docstring)."""
-    digits, targets = _b._load_digits()
-    pool = _b.digit_split_indices(targets, split)
+    digits, targets = bi.load_digit_scans()
+    pool = bi.digit_split_indices(targets, split)
     parts = _luma_parts(split)
     if not parts:
         raise SpikesegError(
-            f"no background photographs found; reinstall them: {_b._INSTALL_HINT}"
+            f"no background photographs found; reinstall them: {bi.INSTALL_HINT}"
         )
     rng = np.random.default_rng([params["seed"], SPLITS.index(split), FORMAT_VERSION])
     H, W = params["image_size"]
@@ -457,8 +457,8 @@ def _valid(data: dict[str, np.ndarray], params: dict[str, Any]) -> bool:
 
 
 def _read_cache(path: Path, params: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The cached split's arrays, or None (see :func:`spikeseg.data.builtin._read_cache`)."""
-    return _b._read_cache(path, params, tuple(_ARRAYS), _valid)
+    """The cached split's arrays, or None (see :func:`spikeseg.data.builtin.read_cache`)."""
+    return bi.read_cache(path, params, tuple(_ARRAYS), _valid)
 
 
 # --------------------------------------------------------------------------- dataset
@@ -474,7 +474,7 @@ class BuiltinEvents(SegmentationDataset):
     None): the clip's window as T frames ending at the labelled last frame, and its label.
 
     Attributes:
-        events: :data:`~spikeseg.data.events.EVENT_DTYPE` ``[E]``, all samples, each sorted
+        events: :data:`~spikeseg.encoding.events.EVENT_DTYPE` ``[E]``, all samples, each sorted
             by t (µs from its clip's first frame).
         offsets: ``int64 [N + 1]``: sample ``i``'s events are ``events[offsets[i]:offsets[i+1]]``.
         labels: ``uint8 [N, H, W]`` class ids (0 = background, ``d + 1`` = digit ``d``).
@@ -548,10 +548,6 @@ class BuiltinEvents(SegmentationDataset):
                 f"events={self.events.size}, T={self.timesteps}, {self.representation})")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
 def _number(value: Any, name: str, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise SpikesegError(f"{name} must be a number, got {value!r}")
@@ -561,7 +557,7 @@ def _number(value: Any, name: str, lo: float, hi: float) -> float:
 
 
 def _count(value: Any, name: str, lo: int, hi: int | None = None) -> int:
-    if not _is_int(value) or value < lo or (hi is not None and value > hi):
+    if not is_int(value) or value < lo or (hi is not None and value > hi):
         bound = f">= {lo}" if hi is None else f"in {lo}..{hi}"
         raise SpikesegError(f"{name} must be an int {bound}, got {value!r}")
     return int(value)
@@ -625,8 +621,8 @@ def builtin_events(
     Raises:
         SpikesegError: a bad split or option, or scikit-learn / scikit-image not installed.
     """
-    _b._check_split(split)
-    size = _b._parse_size(image_size)
+    bi.check_split(split)
+    size = bi.parse_builtin_size(image_size)
     if timesteps is not None:
         timesteps = _count(timesteps, "timesteps", 1)
     if representation not in REPRESENTATIONS:
@@ -647,11 +643,11 @@ def builtin_events(
         "count": count,
         "num_frames": _count(num_frames, "num_frames", 2, 1000),
         "duration_ms": _number(duration_ms, "duration_ms", 0.001, 1e6),
-        "digits_per_image": list(_b._parse_range(digits_per_image, "digits_per_image", int,
+        "digits_per_image": list(bi.parse_range(digits_per_image, "digits_per_image", int,
                                                  1, 64)),
-        "digit_scale": list(_b._parse_range(digit_scale, "digit_scale", float, 0.05, 1.0)),
-        "digit_motion": list(_b._parse_range(digit_motion, "digit_motion", float, 0.0, 2.0)),
-        "background_motion": list(_b._parse_range(background_motion, "background_motion",
+        "digit_scale": list(bi.parse_range(digit_scale, "digit_scale", float, 0.05, 1.0)),
+        "digit_motion": list(bi.parse_range(digit_motion, "digit_motion", float, 0.0, 2.0)),
+        "background_motion": list(bi.parse_range(background_motion, "background_motion",
                                                   float, 0.0, 1.0)),
         "contrast_threshold": _number(contrast_threshold, "contrast_threshold", 0.01, 5.0),
         "threshold_noise": _number(threshold_noise, "threshold_noise", 0.0, 1.0),
@@ -662,18 +658,18 @@ def builtin_events(
             f"num_frames={num_frames} frames do not fit in duration_ms={duration_ms} at 1 µs "
             "resolution; use fewer frames or a longer clip"
         )
-    _b._require_packages()
-    params["photos"] = _b._available_photo_names()
+    bi.require_packages()
+    params["photos"] = bi.available_photo_names()
 
     path = None
     data = None
     if cache:
-        root_dir = Path(root) if root is not None else _b._default_root()
-        path = _b._cache_path(root_dir, params, "builtin_events")
+        root_dir = Path(root) if root is not None else bi.default_cache_root()
+        path = bi.split_cache_path(root_dir, params, "builtin_events")
         data = _read_cache(path, params)
     if data is None:
         data = _generate(split, params)
-        if path is not None and not _b._write_cache(path, params, data):
+        if path is not None and not bi.write_cache(path, params, data):
             path = None
     return BuiltinEvents(
         data, split, duration_us=int(round(params["duration_ms"] * 1000)),

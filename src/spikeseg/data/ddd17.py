@@ -61,14 +61,24 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import SpikesegError
 from .base import DatasetInfo, SegmentationDataset, default_palette, register_dataset
-from .transforms import check_label_values, parse_size, read_label, resize_image, resize_label
+from .transforms import (
+    NORMALIZATIONS,
+    check_choice,
+    check_label_values,
+    is_int,
+    normalize_frames,
+    parse_size,
+    parse_timesteps,
+    read_label,
+    resize_image,
+    resize_label,
+)
 
 __all__ = [
     "CLASS_NAMES",
@@ -94,7 +104,6 @@ EVENT_CHANNELS = (
 )
 SPLITS = {"train": "train", "val": "test", "test": "test"}
 """spikeseg split -> EV-SegNet folder ("val" is the released test recording)."""
-NORMALIZATIONS = ("minmax", "log", "none")
 PADS = ("none", "repeat", "zeros")
 
 _NAME = re.compile(r"^rec(?P<rec>\d+)_export_(?P<frame>\d+)(?:\.0)?$")
@@ -102,55 +111,6 @@ _HINT = (
     "point data.root at the extracted EV-SegNet DDD17 folder (the one holding events/ and "
     "labels/; download link in the README of github.com/Shathe/Ev-SegNet)"
 )
-
-
-# --------------------------------------------------------------------------- shared helpers
-# (also used by spikeseg.data.dsec)
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _parse_timesteps(timesteps: int | None) -> int | None:
-    if timesteps is None:
-        return None
-    if not _is_int(timesteps) or timesteps < 1:
-        raise SpikesegError(f"timesteps must be None or an int >= 1, got {timesteps!r}")
-    return int(timesteps)
-
-
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise SpikesegError(f"{name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
-    return value
-
-
-def normalize_frames(x: torch.Tensor, mode: str) -> torch.Tensor:
-    """Normalise event frames ``[T, C, H, W]`` per frame and per channel (in place).
-
-    Args:
-        x: ``float32 [T, C, H, W]``.
-        mode: ``"minmax"``: ``(x - min) / (max - min) - 0.5`` over each frame's channel, i.e.
-            values in ``[-0.5, 0.5]`` (a constant channel becomes ``-0.5``, like
-            scikit-learn's ``MinMaxScaler`` that the paper's code uses); ``"log"``:
-            ``sign(x)·log(1 + |x|)``; ``"none"``: unchanged.
-
-    Returns:
-        ``x``, normalised.
-    """
-    if mode == "minmax":
-        flat = x.flatten(-2)
-        lo = flat.amin(-1, keepdim=True).unsqueeze(-1)
-        hi = flat.amax(-1, keepdim=True).unsqueeze(-1)
-        span = hi - lo
-        x.sub_(lo).div_(torch.where(span > 0, span, torch.ones_like(span))).sub_(0.5)
-        x.masked_fill_((span == 0).expand_as(x), -0.5)
-    elif mode == "log":
-        x.copy_(torch.sign(x) * torch.log1p(x.abs()))
-    elif mode != "none":
-        raise SpikesegError(f"normalize must be one of {NORMALIZATIONS}, not {mode!r}")
-    return x
 
 
 # --------------------------------------------------------------------------- finding files
@@ -432,7 +392,7 @@ def _parse_channels(channels: str | Sequence[int]) -> tuple[int, ...]:
         raise SpikesegError(
             f"channels must be 'all' or a list of channel indices 0-5, got {channels!r}"
         )
-    if not all(_is_int(c) and 0 <= c < len(EVENT_CHANNELS) for c in channels):
+    if not all(is_int(c) and 0 <= c < len(EVENT_CHANNELS) for c in channels):
         raise SpikesegError(
             "channels must be indices 0-5 ("
             + ", ".join(f"{i} {n}" for i, n in enumerate(EVENT_CHANNELS))
@@ -489,10 +449,10 @@ def ddd17(
         )
     native = SPLITS[split]
     size = parse_size(image_size)
-    steps = _parse_timesteps(timesteps)
+    steps = parse_timesteps(timesteps)
     chans = _parse_channels(channels)
-    _check_choice("normalize", normalize, NORMALIZATIONS)
-    _check_choice("pad", pad, PADS)
+    check_choice("normalize", normalize, NORMALIZATIONS)
+    check_choice("pad", pad, PADS)
     if root is None:
         raise SpikesegError(f"the ddd17 dataset needs data.root; {_HINT}")
     base = find_ddd17_root(root)

@@ -50,7 +50,7 @@ ESS's ``fixed_duration`` option; ESS's default takes a fixed number of events in
 label whose window does not lie inside the recorded stream (before the first millisecond, or
 past the last entry of ``ms_to_idx``) is dropped; ESS drops the first labels of every
 sequence for the same reason.
-The window becomes ``T = timesteps`` frames with :func:`spikeseg.data.events.event_frames`
+The window becomes ``T = timesteps`` frames with :func:`spikeseg.encoding.events.event_frames`
 (``representation="counts"``: ON/OFF counts, C = 2; ``"voxel"``: the voxel grid of E-RAFT
 and ESS, C = ``bins_per_step``), cropped to the 440 labelled rows, resized to ``image_size``
 with antialiased bilinear interpolation (labels: nearest neighbour) and optionally normalised
@@ -73,11 +73,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..encoding.events import REPRESENTATIONS, as_events, event_frames, make_events
 from ..errors import SpikesegError
 from .base import DatasetInfo, SegmentationDataset, default_palette, register_dataset
-from .ddd17 import NORMALIZATIONS, _check_choice, _is_int, _parse_timesteps, normalize_frames
-from .events import REPRESENTATIONS, as_events, event_frames, make_events
-from .transforms import check_label_values, parse_size, read_label, resize_image, resize_label
+from .transforms import (
+    NORMALIZATIONS,
+    check_choice,
+    check_label_values,
+    is_int,
+    normalize_frames,
+    parse_size,
+    parse_timesteps,
+    read_label,
+    resize_image,
+    resize_label,
+)
 
 __all__ = [
     "CLASS_NAMES_11",
@@ -445,7 +455,7 @@ class DSECSemantic(SegmentationDataset):
         """The events of item ``index`` as the model sees them, with their window.
 
         Returns:
-            ``(events, t_start, t_end)``: an :data:`~spikeseg.data.events.EVENT_DTYPE` array
+            ``(events, t_start, t_end)``: an :data:`~spikeseg.encoding.events.EVENT_DTYPE` array
             of the events with ``t_start <= t < t_end`` (µs in the file's clock, i.e. without
             ``t_offset``), rectified when asked and the map exists, restricted to the 440
             labelled rows.
@@ -516,7 +526,7 @@ class DSECSemantic(SegmentationDataset):
 
 
 def _positive_int(name: str, value: Any) -> int:
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         raise SpikesegError(f"{name} must be an int >= 1, got {value!r}")
     return int(value)
 
@@ -567,20 +577,20 @@ def dsec(
     if split not in SPLITS:
         raise SpikesegError(f"unknown split {split!r} for dsec; choose one of: train, val (= test)")
     size = parse_size(image_size)
-    steps = _parse_timesteps(timesteps)
+    steps = parse_timesteps(timesteps)
     if isinstance(window_ms, bool) or not isinstance(window_ms, (int, float, np.number)) or not (
         math.isfinite(window_ms) and window_ms > 0
     ):
         raise SpikesegError(f"window_ms must be a positive number, got {window_ms!r}")
     window_us = int(round(window_ms * 1000))
-    _check_choice("representation", representation, REPRESENTATIONS)
+    check_choice("representation", representation, REPRESENTATIONS)
     bins = _positive_int("bins_per_step", bins_per_step)
     stride = _positive_int("label_stride", label_stride)
     if classes not in CLASSES:
         raise SpikesegError(f"classes must be 11 or 19, got {classes!r}")
     if not isinstance(rectify, bool):
         raise SpikesegError(f"rectify must be true or false, got {rectify!r}")
-    _check_choice("normalize", normalize, NORMALIZATIONS)
+    check_choice("normalize", normalize, NORMALIZATIONS)
     if root is None:
         raise SpikesegError(
             f"the dsec dataset needs data.root: the folder holding train_events/ and "

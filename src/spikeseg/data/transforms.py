@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,11 @@ from ..errors import SpikesegError
 from .base import IGNORE_INDEX
 
 __all__ = [
+    "NORMALIZATIONS",
+    "check_choice",
+    "is_int",
+    "normalize_frames",
+    "parse_timesteps",
     "parse_size",
     "read_image",
     "read_label",
@@ -50,8 +56,56 @@ _READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError,
                 Image.DecompressionBombError)
 
 
-def _is_int(v: object) -> bool:
+NORMALIZATIONS = ("minmax", "log", "none")
+"""Per-frame, per-channel normalisations of event frames (:func:`normalize_frames`)."""
+
+
+def is_int(v: object) -> bool:
+    """True for Python and NumPy integers (not for bools)."""
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def parse_timesteps(timesteps: int | None) -> int | None:
+    """A dataset's ``timesteps`` option: ``None`` (single frames) or an int >= 1."""
+    if timesteps is None:
+        return None
+    if not is_int(timesteps) or timesteps < 1:
+        raise SpikesegError(f"timesteps must be None or an int >= 1, got {timesteps!r}")
+    return int(timesteps)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, else a SpikesegError naming them."""
+    if value not in choices:
+        raise SpikesegError(f"{name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
+    return value
+
+
+def normalize_frames(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Normalise event frames ``[T, C, H, W]`` per frame and per channel (in place).
+
+    Args:
+        x: ``float32 [T, C, H, W]``.
+        mode: ``"minmax"``: ``(x - min) / (max - min) - 0.5`` over each frame's channel, i.e.
+            values in ``[-0.5, 0.5]`` (a constant channel becomes ``-0.5``, like
+            scikit-learn's ``MinMaxScaler`` that the paper's code uses); ``"log"``:
+            ``sign(x)·log(1 + |x|)``; ``"none"``: unchanged.
+
+    Returns:
+        ``x``, normalised.
+    """
+    if mode == "minmax":
+        flat = x.flatten(-2)
+        lo = flat.amin(-1, keepdim=True).unsqueeze(-1)
+        hi = flat.amax(-1, keepdim=True).unsqueeze(-1)
+        span = hi - lo
+        x.sub_(lo).div_(torch.where(span > 0, span, torch.ones_like(span))).sub_(0.5)
+        x.masked_fill_((span == 0).expand_as(x), -0.5)
+    elif mode == "log":
+        x.copy_(torch.sign(x) * torch.log1p(x.abs()))
+    elif mode != "none":
+        raise SpikesegError(f"normalize must be one of {NORMALIZATIONS}, not {mode!r}")
+    return x
 
 
 def parse_size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -60,12 +114,12 @@ def parse_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     Raises:
         SpikesegError: not an int or a pair of ints, or a side below 4 pixels.
     """
-    if _is_int(image_size):
+    if is_int(image_size):
         size = (int(image_size), int(image_size))  # type: ignore[arg-type]
     elif (
         isinstance(image_size, (list, tuple))
         and len(image_size) == 2
-        and all(_is_int(v) for v in image_size)
+        and all(is_int(v) for v in image_size)
     ):
         size = (int(image_size[0]), int(image_size[1]))
     else:

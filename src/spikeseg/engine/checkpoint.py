@@ -27,7 +27,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import SpikesegError
-from ..models import create, model_entry
+from ..models import build_from_metadata, model_entry, model_kind
 
 __all__ = [
     "FORMAT",
@@ -93,13 +93,19 @@ def model_metadata(model: nn.Module, name: str) -> dict[str, Any]:
                 detach_reset=lif.detach_reset,
             )
         opts.update(encoding=model.encoding, step_mode=model.step_mode)
-    return {
+    elif hasattr(model, "activation"):
+        opts["activation"] = model.activation
+    kind, kind_options = model_kind(model)
+    out = {
         "name": name,
         "num_classes": model.num_classes,
         "in_channels": model.in_channels,
         "timesteps": model.timesteps,
         "options": opts,
     }
+    if kind_options or kind != "trained":
+        out.update(kind=kind, kind_options=kind_options)
+    return out
 
 
 def save_checkpoint(
@@ -170,21 +176,15 @@ def load_checkpoint(
     """
     meta = read_metadata(path)
     weights, _ = checkpoint_paths(path)
-    m = meta["model"]
+    m = dict(meta["model"])
+    if "conversion" in meta and "kind" not in m:  # written before kinds were recorded
+        m.update(kind="converted", kind_options=meta["conversion"])
     try:
-        model = create(
-            m["name"], m["num_classes"], m["in_channels"], timesteps=m["timesteps"],
-            **{**m.get("options", {}), **overrides},
-        )
+        model = build_from_metadata(m, **overrides)
     except (KeyError, ValueError, TypeError) as e:
         raise SpikesegError(f"checkpoint {weights}: cannot rebuild its model: {e}") from None
-    if "conversion" in meta:  # an ANN converted to an SNN: rebuild the twin's structure
-        from ..convert import ConversionConfig, spiking_twin
-
-        try:
-            model = spiking_twin(model, ConversionConfig(**meta["conversion"]))
-        except TypeError as e:
-            raise SpikesegError(f"checkpoint {weights}: bad conversion settings: {e}") from None
+    except SpikesegError as e:
+        raise SpikesegError(f"checkpoint {weights}: {e}") from None
     if not weights.is_file():
         raise SpikesegError(f"checkpoint weights {weights} are missing")
     try:

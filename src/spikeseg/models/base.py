@@ -90,6 +90,12 @@ class SegmentationModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} does not describe its layer graph")
 
     # -- helpers ------------------------------------------------------------------------------
+    def activation_blocks(self) -> list[tuple[str, nn.Module]]:
+        """``(name, block)`` of every activation block (a ``ConvBlock``) in forward order, as
+        :meth:`spike_consumers` lists them (conversion, activation analyses, export)."""
+        modules = dict(self.named_modules())
+        return [(name, modules[name]) for name in self.spike_consumers()]
+
     def neurons(self) -> list[tuple[str, LIF]]:
         """``(name, module)`` of every spiking neuron layer, in forward order."""
         return [(n, m) for n, m in self.named_modules() if isinstance(m, LIF)]

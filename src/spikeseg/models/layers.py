@@ -19,13 +19,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..neurons import LIF
 from ..norm import BNTT
 
-__all__ = ["TimeContext", "ConvBlock", "NeuronSlot", "init_weights", "scale_channels"]
+__all__ = [
+    "TimeContext", "ConvBlock", "NeuronSlot", "init_weights", "scale_channels", "fold_batchnorm",
+]
 
 
 @dataclass
@@ -126,3 +129,21 @@ def is_spiking_module(m: nn.Module) -> bool:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@torch.no_grad()
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A convolution with bias computing ``bn(conv(x))`` in eval mode."""
+    std = torch.sqrt(bn.running_var + bn.eps)
+    gamma = bn.weight if bn.affine else torch.ones_like(std)
+    beta = bn.bias if bn.affine else torch.zeros_like(std)
+    scale = gamma / std
+    fused = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+        padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
+        padding_mode=conv.padding_mode,
+    ).to(conv.weight.device, conv.weight.dtype)
+    fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(std)
+    fused.bias.copy_(beta + (bias - bn.running_mean) * scale)
+    return fused

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["register_model", "create", "list_models", "model_entry", "ModelEntry"]
+__all__ = [
+    "register_model", "create", "list_models", "model_entry", "ModelEntry", "register_kind",
+    "model_kind", "build_from_metadata", "list_kinds",
+]
 
 _NOT_OPTIONS = {"self", "args", "kwargs", "num_classes", "in_channels", "spiking"}
 SNN_ONLY_OPTIONS = frozenset(
@@ -107,3 +110,74 @@ def create(
             f"valid options: {', '.join(valid)}"
         )
     return entry.builder(num_classes, in_channels, timesteps=timesteps, **options)
+
+
+# --------------------------------------------------------------------------- kinds
+# A checkpoint records how its model was made: "trained" (built by ``create`` and trained),
+# or a kind registered here whose rebuilder turns the registered model into the structure that
+# the weights belong to (e.g. "converted": an ANN's spiking twin, spikeseg.models.converted).
+# Loaders call build_from_metadata and need no knowledge of the code that made the model.
+
+TRAINED = "trained"
+
+
+@dataclass(frozen=True)
+class _Kind:
+    rebuild: Callable[[nn.Module, dict], nn.Module]
+    options_attr: str
+
+
+_KINDS: dict[str, _Kind] = {}
+
+
+def register_kind(kind: str, rebuild: Callable[[nn.Module, dict], nn.Module], *,
+                  options_attr: str) -> None:
+    """Register a model kind for checkpoints.
+
+    Args:
+        kind: the name recorded in a checkpoint's ``model.kind``.
+        rebuild: ``rebuild(model, options) -> model``: from the model ``create`` builds for
+            the checkpoint's name and options, the structure the saved weights belong to.
+        options_attr: the attribute of such a model holding its JSON-serialisable ``options``
+            (saved as ``model.kind_options``).
+    """
+    if kind == TRAINED or kind in _KINDS:
+        raise ValueError(f"model kind {kind!r} is already registered")
+    _KINDS[kind] = _Kind(rebuild, options_attr)
+
+
+def list_kinds() -> list[str]:
+    """Kinds a checkpoint may record: ``"trained"`` and the registered ones."""
+    return [TRAINED, *sorted(_KINDS)]
+
+
+def model_kind(model: nn.Module) -> tuple[str, dict]:
+    """``(kind, options)`` of a model, as a checkpoint records them."""
+    kind = getattr(model, "checkpoint_kind", TRAINED)
+    if kind == TRAINED:
+        return TRAINED, {}
+    if kind not in _KINDS:
+        raise ValueError(f"model kind {kind!r} is not registered")
+    return kind, dict(getattr(model, _KINDS[kind].options_attr))
+
+
+def build_from_metadata(meta: dict, **overrides) -> nn.Module:
+    """The model described by a checkpoint's ``model`` metadata section (weights not loaded).
+
+    Args:
+        meta: ``{"name", "num_classes", "in_channels", "timesteps", "options"[, "kind",
+            "kind_options"]}``.
+        **overrides: model options to change (e.g. ``step_mode="fold"``).
+
+    Raises:
+        KeyError, ValueError, TypeError: an incomplete section, an unknown model, option or
+            kind (the loader turns these into one-line errors).
+    """
+    model = create(meta["name"], meta["num_classes"], meta["in_channels"],
+                   timesteps=meta["timesteps"], **{**meta.get("options", {}), **overrides})
+    kind = meta.get("kind", TRAINED)
+    if kind == TRAINED:
+        return model
+    if kind not in _KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; known kinds: {', '.join(list_kinds())}")
+    return _KINDS[kind].rebuild(model, dict(meta.get("kind_options") or {}))

@@ -72,7 +72,7 @@ class _VGG9Base(SegmentationModel):
             surrogate_options=surrogate_options, detach_reset=detach_reset,
         )
         self._bn_kw = dict(eps=bn_eps, momentum=bn_momentum)
-        self._activation = activation
+        self.activation = activation
 
     def ch(self, c: int) -> int:
         return scale_channels(c, self.width)
@@ -80,7 +80,7 @@ class _VGG9Base(SegmentationModel):
     def make_act(self) -> nn.Module:
         if self.spiking:
             return LIF(**self._neuron_kw)
-        return nn.ReLU(inplace=True) if self._activation == "relu" else nn.LeakyReLU(0.1, True)
+        return nn.ReLU(inplace=True) if self.activation == "relu" else nn.LeakyReLU(0.1, True)
 
     def make_norm(self, c: int) -> nn.Module:
         if self.spiking:

@@ -1,4 +1,4 @@
-"""Input encoding for static images: Poisson rate coding (section 4.2 of the paper).
+"""Encoding of static images: Poisson rate coding (section 4.2 of the paper) and direct coding.
 
 At every timestep each pixel of intensity ``p ∈ [0, 1]`` emits a spike with probability ``p``,
 so over ``T`` timesteps the spike count of a pixel is Binomial(T, p) and its rate equals its
@@ -108,18 +108,3 @@ def build_encoder(name: str) -> PoissonEncoder:
     if name == "direct":
         return DirectEncoder()
     raise ValueError(f"unknown encoding {name!r}; choose one of {', '.join(ENCODINGS)}")
-
-
-# Event-camera input: the representations live with the event data (spikeseg.data.events)
-# and are re-exported here beside the static-image coders.
-from .data.events import (  # noqa: E402
-    EVENT_DTYPE,
-    as_events,
-    event_frames,
-    make_events,
-    to_count_frames,
-    to_voxel_grid,
-)
-
-__all__ += ["EVENT_DTYPE", "as_events", "event_frames", "make_events", "to_count_frames",
-            "to_voxel_grid"]

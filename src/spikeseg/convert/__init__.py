@@ -1,0 +1,30 @@
+"""ANN→SNN conversion: the algorithm (:mod:`.algorithm`) and the job that runs it (:mod:`.job`)."""
+
+from .algorithm import (
+    METHODS,
+    SOURCES,
+    BalancedIF,
+    ConversionConfig,
+    calibrate,
+    convert,
+    fold_batchnorm,
+    layer_threshold_summary,
+    spiking_twin,
+    thresholds,
+)
+from .job import convert_checkpoint, save_converted
+
+__all__ = [
+    "METHODS",
+    "SOURCES",
+    "BalancedIF",
+    "ConversionConfig",
+    "calibrate",
+    "convert",
+    "convert_checkpoint",
+    "fold_batchnorm",
+    "layer_threshold_summary",
+    "save_converted",
+    "spiking_twin",
+    "thresholds",
+]
