@@ -56,10 +56,15 @@ class ModelConfig:
     """'step' (time outer), 'fold' (time folded into the batch) or 'auto' (by device)."""
     activation: str = "relu"
     """ANN activation: relu or leaky_relu."""
+    norm: str | None = None
+    """Normalisation after each convolution. Spiking: bntt (the paper, per-timestep
+    statistics and scale), bn (one batch norm shared over time; folds into the convolution at
+    export), tdbn (threshold-dependent BN, Zheng et al. 2021) or none. ANN: bn or none.
+    Default (null): bntt for spiking models, bn for ANNs."""
 
     def model_options(self, spiking: bool) -> dict[str, Any]:
         """Keyword options for :func:`spikeseg.models.create`."""
-        opts: dict[str, Any] = {"width": self.width}
+        opts: dict[str, Any] = {"width": self.width, "norm": self.norm}
         if spiking:
             opts.update(
                 leak=self.leak, threshold=self.threshold, reset=self.reset,

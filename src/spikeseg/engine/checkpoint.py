@@ -81,20 +81,24 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
 
 
 def model_metadata(model: nn.Module, name: str) -> dict[str, Any]:
-    """The ``model`` section of a checkpoint's metadata."""
-    entry = model_entry(name)
-    opts: dict[str, Any] = {"width": getattr(model, "width", 1.0)}
-    if entry.spiking:
-        lif = next((m for _, m in model.neurons()), None)
-        if lif is not None:
-            opts.update(
-                leak=lif.leak, threshold=lif.threshold, reset=lif.reset,
-                surrogate=lif.surrogate.name, surrogate_options=lif.surrogate.config(),
-                detach_reset=lif.detach_reset,
-            )
-        opts.update(encoding=model.encoding, step_mode=model.step_mode)
-    elif hasattr(model, "activation"):
-        opts["activation"] = model.activation
+    """The ``model`` section of a checkpoint's metadata: what rebuilds the model by name."""
+    opts: dict[str, Any] = dict(getattr(model, "create_options", None) or {})
+    if not opts:  # built without the registry: read the options off the modules
+        entry = model_entry(name)
+        opts["width"] = getattr(model, "width", 1.0)
+        if entry.spiking:
+            lif = next((m for _, m in model.neurons()), None)
+            if lif is not None:
+                opts.update(
+                    leak=lif.leak, threshold=lif.threshold, reset=lif.reset,
+                    surrogate=lif.surrogate.name, surrogate_options=lif.surrogate.config(),
+                    detach_reset=lif.detach_reset,
+                )
+            opts.update(encoding=model.encoding, step_mode=model.step_mode)
+        elif hasattr(model, "activation"):
+            opts["activation"] = model.activation
+        if hasattr(model, "norm") and isinstance(model.norm, str):
+            opts["norm"] = model.norm
     kind, kind_options = model_kind(model)
     out = {
         "name": name,

@@ -100,11 +100,25 @@ class SegmentationModel(nn.Module):
         """``(name, module)`` of every spiking neuron layer, in forward order."""
         return [(n, m) for n, m in self.named_modules() if isinstance(m, LIF)]
 
+    def needs_sequence(self) -> bool:
+        """True when a norm layer trains on whole sequences (time-shared BN, tdBN)."""
+        return any(getattr(type(m), "needs_sequence", False) is True for m in self.modules())
+
     def resolve_step_mode(self, device: torch.device) -> str:
-        """The execution mode used on ``device`` (see ``step_mode``)."""
+        """The execution mode used on ``device`` (see ``step_mode``).
+
+        ``"auto"`` is ``"fold"`` on CUDA and ``"step"`` elsewhere, except that a model whose
+        norms need whole sequences trains in ``"fold"`` mode everywhere.
+        """
+        sequence = self.training and self.needs_sequence()
         if self.step_mode != "auto":
+            if sequence and self.step_mode == "step":
+                raise ValueError(
+                    "this model's time-shared norms train on whole sequences: use "
+                    "step_mode='fold' or 'auto' (or norm='bntt')"
+                )
             return self.step_mode
-        return "fold" if device.type == "cuda" else "step"
+        return "fold" if device.type == "cuda" or sequence else "step"
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() not in (4, 5):
@@ -154,7 +168,7 @@ class SegmentationModel(nn.Module):
             T = x.shape[0]
             frames = iter(x.unbind(0))
             static = False
-        if self.training and T > self.timesteps:
+        if self.training and T > self.timesteps and self.bntt_modules():
             raise ValueError(
                 f"model built for {self.timesteps} timesteps cannot train on {T}: BNTT has "
                 f"statistics for {self.timesteps} steps only; build it with timesteps={T}"

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..neurons import LIF
-from ..norm import BNTT
+from ..norm import BNTT, TimeSharedBN
 
 __all__ = [
     "TimeContext", "ConvBlock", "NeuronSlot", "init_weights", "scale_channels", "fold_batchnorm",
@@ -59,11 +59,17 @@ def run_neuron(neuron: nn.Module, x: Tensor, ctx: TimeContext | None) -> Tensor:
 
 
 def run_norm(norm: nn.Module, x: Tensor, ctx: TimeContext | None) -> Tensor:
-    """Apply a normalisation (BatchNorm, or BNTT at the context's timestep) to ``x``."""
-    if ctx is None or not isinstance(norm, BNTT):
+    """Apply a normalisation to ``x``: BatchNorm (ANN), or a time-aware norm under ``ctx``.
+
+    BNTT normalises with the statistics of the context's timestep; a :class:`TimeSharedBN`
+    sees the folded sequence (``"fold"`` mode) or one step in evaluation (``"step"`` mode).
+    """
+    if ctx is None or not isinstance(norm, (BNTT, TimeSharedBN)):
         return norm(x)
     if ctx.mode == "step":
         return norm.step(x, ctx.t)
+    if isinstance(norm, TimeSharedBN):
+        return norm(x)
     return norm(x.unflatten(0, (ctx.timesteps, -1))).flatten(0, 1)
 
 

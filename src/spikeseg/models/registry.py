@@ -50,6 +50,17 @@ class ModelEntry:
         names -= ANN_ONLY_OPTIONS if self.spiking else SNN_ONLY_OPTIONS
         return sorted(names)
 
+    def defaults(self) -> dict[str, object]:
+        """Default value of every option (from the class's MRO signatures)."""
+        valid = set(self.options()) - {"timesteps"}  # an argument of create() itself
+        out: dict[str, object] = {}
+        for cls in reversed(self.arch.__mro__):
+            if "__init__" in vars(cls) and issubclass(cls, nn.Module) and cls is not nn.Module:
+                for n, p in inspect.signature(cls.__init__).parameters.items():
+                    if n in valid and p.default is not inspect.Parameter.empty:
+                        out[n] = p.default
+        return out
+
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
@@ -109,7 +120,10 @@ def create(
             f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
             f"valid options: {', '.join(valid)}"
         )
-    return entry.builder(num_classes, in_channels, timesteps=timesteps, **options)
+    model = entry.builder(num_classes, in_channels, timesteps=timesteps, **options)
+    # Every option with its value, defaults included: what a checkpoint records.
+    model.create_options = {**entry.defaults(), **options}
+    return model
 
 
 # --------------------------------------------------------------------------- kinds

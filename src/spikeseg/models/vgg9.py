@@ -31,7 +31,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..neurons import LIF
-from ..norm import BNTT
+from ..norm import BNTT, NORMS, TimeSharedBN
 from .base import SegmentationModel
 from .layers import ConvBlock, NeuronSlot, TimeContext, init_weights, resize, scale_channels
 
@@ -58,10 +58,17 @@ class _VGG9Base(SegmentationModel):
         bn_eps: float = 1e-4,
         bn_momentum: float = 0.1,
         activation: str = "relu",
+        norm: str | None = None,
         encoding: str = "poisson",
         step_mode: str = "auto",
     ) -> None:
         super().__init__(num_classes, in_channels, spiking, timesteps, encoding, step_mode)
+        norm = norm or ("bntt" if spiking else "bn")
+        valid = NORMS if spiking else ("bn", "none")
+        if norm not in valid:
+            kind = "a spiking" if spiking else "an ANN"
+            raise ValueError(f"norm of {kind} model must be one of {valid}, not {norm!r}")
+        self.norm = norm
         if width <= 0:
             raise ValueError(f"width must be > 0, got {width}")
         if activation not in ("relu", "leaky_relu"):
@@ -83,13 +90,20 @@ class _VGG9Base(SegmentationModel):
         return nn.ReLU(inplace=True) if self.activation == "relu" else nn.LeakyReLU(0.1, True)
 
     def make_norm(self, c: int) -> nn.Module:
-        if self.spiking:
+        if self.norm == "none":
+            return nn.Identity()
+        if not self.spiking:
+            return nn.BatchNorm2d(c, affine=False, **self._bn_kw)
+        if self.norm == "bntt":
             return BNTT(c, self.timesteps, **self._bn_kw)
-        return nn.BatchNorm2d(c, affine=False, **self._bn_kw)
+        scale = self._neuron_kw["threshold"] if self.norm == "tdbn" else 1.0
+        return TimeSharedBN(c, scale=scale, **self._bn_kw)
 
     def block(self, cin: int, cout: int, kernel: int = 3, dilation: int = 1) -> ConvBlock:
         pad = dilation * (kernel - 1) // 2
-        conv = nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False)
+        # Without a norm the convolution carries the bias a norm would otherwise provide.
+        conv = nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation,
+                         bias=self.norm == "none")
         return ConvBlock(conv, self.make_norm(cout), self.make_act())
 
     @staticmethod
