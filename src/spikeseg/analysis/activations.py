@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..errors import SpikesegError
+from ..progress import progress as progress_bar
 
 __all__ = ["LayerActivations", "activation_variation", "write_activation_report"]
 
@@ -113,8 +113,8 @@ def activation_variation(
     handles = [block.act.register_forward_hook(hook(name)) for name, block in blocks]
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
     try:
-        for i, (x, *_) in enumerate(tqdm(loader, total=total, desc="activations", leave=False,
-                                         disable=not progress, dynamic_ncols=True)):
+        bar = progress_bar(loader, total=total, desc="activations", disable=not progress)
+        for i, (x, *_) in enumerate(bar):
             if max_batches is not None and i >= max_batches:
                 break
             x = x.to(device)

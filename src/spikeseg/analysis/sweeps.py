@@ -28,11 +28,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..data import IGNORE_INDEX
 from ..engine.evaluate import to_input, use_channels_last
 from ..engine.metrics import ConfusionMatrix
+from ..progress import progress as progress_bar
 
 __all__ = ["SweepPoint", "timestep_sweep", "window_sweep", "sweep_checkpoints"]
 
@@ -63,8 +63,7 @@ def timestep_sweep(
     gen = torch.Generator(device=device).manual_seed(seed)
     cms = {t: ConfusionMatrix(model.num_classes, IGNORE_INDEX) for t in marks}
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
-    bar = tqdm(loader, total=total, desc=f"T sweep to {marks[-1]}", leave=False,
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(loader, total=total, desc=f"T sweep to {marks[-1]}", disable=not progress)
     for i, (x, y) in enumerate(bar):
         if max_batches is not None and i >= max_batches:
             break

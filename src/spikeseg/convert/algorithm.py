@@ -48,7 +48,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..errors import SpikesegError
 from ..models.converted import (
@@ -60,6 +59,7 @@ from ..models.converted import (
     spiking_twin,
 )
 from ..models.layers import TimeContext, fold_batchnorm
+from ..progress import progress as progress_bar
 
 __all__ = [
     "ConversionConfig",
@@ -182,7 +182,7 @@ def calibrate(
             lambda _m, _i, out, s=stats[name]: s.add(out)) for name, _ in blocks]
         try:
             ann.eval()
-            for x in tqdm(images, desc="calibrating (ANN)", leave=False, disable=not progress):
+            for x in progress_bar(images, desc="calibrating (ANN)", disable=not progress):
                 ann(x if x.dim() == 4 else x.transpose(0, 1))
         finally:
             for h in hooks:
@@ -193,8 +193,7 @@ def calibrate(
         return found
 
     T = int(config.calibration_timesteps)
-    bar = tqdm(total=len(blocks) * len(images), desc="calibrating", leave=False,
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(blocks) * len(images), desc="calibrating", disable=not progress)
     for name, block in blocks:
         act: BalancedIF = block.act
         stats = _Stats(per_channel, config.percentile)

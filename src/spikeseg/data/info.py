@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import SpikesegError
+from ..progress import progress as progress_bar
 from .base import IGNORE_INDEX, build_dataset, dataset_accepts
 
 __all__ = ["SplitSummary", "dataset_summary"]
@@ -102,7 +102,7 @@ def dataset_summary(
         ignored = 0
         first: tuple[torch.Tensor, torch.Tensor] | None = None
         lo, hi = float("inf"), float("-inf")
-        for i in tqdm(idx, desc=f"{name} {split}", leave=False, disable=not progress):
+        for i in progress_bar(idx, desc=f"{name} {split}", disable=not progress):
             x, y = ds[i]
             if first is None:
                 first = (x, y)

@@ -362,7 +362,7 @@ def make_mnist_cifar(
         SpikesegError: a bad option; ``out_dir`` exists and is not empty; a missing or corrupt
             MNIST or CIFAR-10 file (naming it).
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     num_train = _check_count(num_train, "num_train")
     num_test = _check_count(num_test, "num_test")
@@ -393,8 +393,8 @@ def make_mnist_cifar(
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
-        bar = tqdm(total=num_train + num_test, desc="MNIST-on-CIFAR10", unit="img",
-                   disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=num_train + num_test, desc="MNIST-on-CIFAR10", unit="img",
+                           disable=not progress)
         with bar:
             for s, (split, n) in enumerate(counts.items()):
                 (tmp / "images" / split).mkdir(parents=True)

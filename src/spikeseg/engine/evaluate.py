@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from ..data import IGNORE_INDEX, SegmentationDataset, build_dataset, dataset_accepts
 from ..errors import SpikesegError
+from ..progress import progress as progress_bar
 from .checkpoint import load_checkpoint
 from .distributed import all_reduce_sum
 from .metrics import ConfusionMatrix, SegmentationScores
@@ -159,7 +159,7 @@ def evaluate(
     cm = ConfusionMatrix(num_classes, IGNORE_INDEX)
     n = 0
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
-    bar = tqdm(loader, total=total, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(loader, total=total, desc=desc, disable=not progress)
     for i, (x, y) in enumerate(bar):
         if max_batches is not None and i >= max_batches:
             break

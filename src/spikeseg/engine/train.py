@@ -28,13 +28,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from .. import __version__
 from ..config import Config, save_config
 from ..data import IGNORE_INDEX
 from ..errors import SpikesegError
 from ..models import count_parameters, create, model_entry
+from ..progress import progress as progress_bar
 from .checkpoint import atomic_torch_save, load_state, save_checkpoint
 from .distributed import ShardSampler, all_reduce_sum, barrier, init_distributed
 from .evaluate import (
@@ -237,8 +237,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
         model.train()
         t0 = time.perf_counter()
         loss_sum, correct, labelled = 0.0, 0, 0
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
-                   disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress)
         for i, (x, y) in enumerate(train_loader):
             if i >= steps:
                 break
