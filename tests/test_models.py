@@ -129,3 +129,19 @@ def test_no_hidden_state_between_calls():
     first = m(x)
     m(torch.rand(2, 3, 32, 32) * 5)  # a very different batch in between
     assert torch.equal(m(x), first)
+
+
+def test_input_mean_is_subtracted_where_the_network_reads_the_image():
+    m = models.create("deeplab", 3, input_mean=[0.5, 0.4, 0.3], **TINY).eval()
+    plain = models.create("deeplab", 3, **TINY).eval()
+    plain.load_state_dict(m.state_dict())
+    x = torch.rand(1, 3, 32, 32)
+    mean = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)
+    assert torch.allclose(m(x), plain(x - mean))
+    s = models.create("spiking_deeplab", 3, timesteps=2, encoding="poisson_signed",
+                      input_mean=[0.5, 0.4, 0.3], **TINY)
+    assert s.encoder.mean == (0.5, 0.4, 0.3)
+    with pytest.raises(ValueError, match="does not apply to poisson coding"):
+        models.create("spiking_deeplab", 3, input_mean=[0.5, 0.4, 0.3], **TINY)
+    with pytest.raises(ValueError, match="2 values for 3 input channels"):
+        models.create("deeplab", 3, input_mean=[0.5, 0.4], **TINY)

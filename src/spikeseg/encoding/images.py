@@ -99,12 +99,13 @@ class DirectEncoder(PoissonEncoder):
         return prob
 
 
-def build_encoder(name: str) -> PoissonEncoder:
-    """``"poisson"``, ``"poisson_signed"`` or ``"direct"``."""
+def build_encoder(name: str, mean: Sequence[float] | None = None) -> PoissonEncoder:
+    """``"poisson"``, ``"poisson_signed"`` (subtracting ``mean``, default the Caffe mean) or
+    ``"direct"``."""
     if name == "poisson":
         return PoissonEncoder()
     if name == "poisson_signed":
-        return PoissonEncoder(signed=True)
+        return PoissonEncoder(signed=True, mean=mean)
     if name == "direct":
         return DirectEncoder()
     raise ValueError(f"unknown encoding {name!r}; choose one of {', '.join(ENCODINGS)}")

@@ -41,6 +41,11 @@ class SegmentationModel(nn.Module):
         spiking: build with BNTT + LIF (True) or BatchNorm + ReLU (False).
         timesteps: default number of timesteps T for static input (spiking models).
         encoding: static-image coding: ``"poisson"``, ``"poisson_signed"`` or ``"direct"``.
+        input_mean: per-channel values subtracted from static images before they enter the
+            network (ANNs and direct coding; for ``poisson_signed`` the mean its coding
+            subtracts, default the Caffe mean). The paper's original code feeds its networks
+            ``image − Caffe mean``; ``None`` feeds the image as it is. Not allowed with plain
+            ``poisson`` coding, whose rates are the intensities in ``[0, 1]``.
         step_mode: ``"step"`` (time outer), ``"fold"`` (time folded into the batch) or
             ``"auto"``: ``"step"`` on CPU, ``"fold"`` on CUDA, as measured in docs/benchmarks.md.
     """
@@ -53,6 +58,7 @@ class SegmentationModel(nn.Module):
         timesteps: int = 20,
         encoding: str = "poisson",
         step_mode: str = "auto",
+        input_mean: list[float] | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -71,7 +77,19 @@ class SegmentationModel(nn.Module):
         self.timesteps = timesteps
         self.encoding = encoding
         self.step_mode = step_mode
-        self.encoder = build_encoder(encoding)
+        if input_mean is not None:
+            if len(input_mean) != in_channels:
+                raise ValueError(
+                    f"input_mean has {len(input_mean)} values for {in_channels} input channels"
+                )
+            if spiking and encoding == "poisson":
+                raise ValueError(
+                    "input_mean does not apply to poisson coding (rates are intensities in "
+                    "[0, 1]); use encoding='poisson_signed' or 'direct'"
+                )
+            input_mean = [float(v) for v in input_mean]
+        self.input_mean = input_mean
+        self.encoder = build_encoder(encoding, mean=input_mean)
         self.head_timesteps: int | None = None
         """While the output layer runs on time-averaged inputs: how many timesteps they
         average (None otherwise). Lets operation counters price the accumulator per step."""
@@ -152,6 +170,7 @@ class SegmentationModel(nn.Module):
         """
         self._check_input(x)
         size = (x.shape[-2], x.shape[-1])
+        x = self._subtract_mean(x)
         if not self.spiking:
             if x.dim() == 4:
                 return self.head(self.body(x, None), size)
@@ -216,6 +235,7 @@ class SegmentationModel(nn.Module):
         if not marks or marks[0] < 1:
             raise ValueError(f"checkpoints must be >= 1, got {checkpoints}")
         size = (x.shape[-2], x.shape[-1])
+        x = self._subtract_mean(x)
         if x.dim() == 4:
             frames = self.encoder.steps(x, marks[-1], generator)
         else:
@@ -234,6 +254,16 @@ class SegmentationModel(nn.Module):
             if t + 1 == marks[-1]:
                 break
         return out
+
+    def _subtract_mean(self, x: Tensor) -> Tensor:
+        """Static images minus ``input_mean`` where the network reads them directly (ANNs and
+        direct coding; signed Poisson coding subtracts it itself)."""
+        if self.input_mean is None or x.dim() != 4:
+            return x
+        if self.spiking and self.encoding != "direct":
+            return x
+        m = torch.tensor(self.input_mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return x - m
 
     def _accumulated_head(self, mean: tuple[Tensor, ...], size: tuple[int, int], T: int) -> Tensor:
         self.head_timesteps = T

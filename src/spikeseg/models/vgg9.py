@@ -61,8 +61,10 @@ class _VGG9Base(SegmentationModel):
         norm: str | None = None,
         encoding: str = "poisson",
         step_mode: str = "auto",
+        input_mean: list[float] | None = None,
     ) -> None:
-        super().__init__(num_classes, in_channels, spiking, timesteps, encoding, step_mode)
+        super().__init__(num_classes, in_channels, spiking, timesteps, encoding, step_mode,
+                         input_mean)
         norm = norm or ("bntt" if spiking else "bn")
         valid = NORMS if spiking else ("bn", "none")
         if norm not in valid:
