@@ -48,3 +48,41 @@ def test_direct_encoding_and_builder():
         build_encoder("latency")
     with pytest.raises(ValueError, match="B, C, H, W"):
         PoissonEncoder().encode(torch.rand(3, 4, 4), 2)
+
+
+# -- per-sample keys (spikeseg.rng) --------------------------------------------------------
+
+from spikeseg import rng  # noqa: E402
+
+
+def test_keyed_spikes_depend_only_on_the_sample():
+    """The spikes of a sample are the same whatever batch it is in and at what position."""
+    enc = PoissonEncoder()
+    images = torch.rand(6, 3, 8, 8)
+    keys = rng.sample_keys(seed=3, purpose="poisson", indices=[10, 11, 12, 13, 14, 15])
+    whole = enc.encode(images, 5, keys=keys)
+    halves = torch.cat([enc.encode(images[i::2], 5, keys=keys[i::2]) for i in (0, 1)], dim=1)
+    order = [0, 2, 4, 1, 3, 5]
+    assert torch.equal(whole[:, order], halves)
+    # Another seed, epoch or index gives other spikes; the same key gives the same ones.
+    other = rng.sample_keys(seed=4, purpose="poisson", indices=[10, 11, 12, 13, 14, 15])
+    assert not torch.equal(enc.encode(images, 5, keys=other), whole)
+    assert not torch.equal(rng.sample_keys(3, "poisson", [10], epoch=1),
+                           rng.sample_keys(3, "poisson", [10], epoch=0))
+    assert torch.equal(enc.encode(images, 5, keys=keys), whole)
+
+
+def test_keyed_uniforms_are_uniform_and_rates_equal_intensities():
+    u = rng.uniform(rng.sample_keys(0, "poisson", range(4)), 0, (50_000,))
+    assert u.min() >= 0 and u.max() < 1
+    hist = torch.histc(u, bins=10, min=0, max=1) / u.numel()
+    assert torch.allclose(hist, torch.full((10,), 0.1), atol=0.01)
+    # Independent across steps and elements: correlation of consecutive draws is ~0.
+    v = rng.uniform(rng.sample_keys(0, "poisson", range(4)), 1, (50_000,))
+    assert abs(torch.corrcoef(torch.stack([u.flatten(), v.flatten()]))[0, 1]) < 0.01
+    assert abs(torch.corrcoef(torch.stack([u[:, :-1].flatten(), u[:, 1:].flatten()]))[0, 1]) < 0.01
+    p = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0]).view(1, 5, 1, 1).expand(1, 5, 40, 40)
+    s = PoissonEncoder().encode(p, 200, keys=rng.sample_keys(1, "poisson", [0]))
+    assert torch.allclose(s.mean(dim=(0, 1, 3, 4)), p[0, :, 0, 0], atol=0.01)
+    z = rng.normal(rng.sample_keys(0, "noise", range(2)), 0, (50_000,))
+    assert abs(float(z.mean())) < 0.02 and abs(float(z.std()) - 1) < 0.02

@@ -145,3 +145,42 @@ def test_input_mean_is_subtracted_where_the_network_reads_the_image():
         models.create("spiking_deeplab", 3, input_mean=[0.5, 0.4, 0.3], **TINY)
     with pytest.raises(ValueError, match="2 values for 3 input channels"):
         models.create("deeplab", 3, input_mean=[0.5, 0.4], **TINY)
+
+
+@pytest.mark.parametrize("norm", ["bntt", "none"])
+def test_full_propagation_changes_outputs_only_after_step_T(norm):
+    """propagation_steps = P: after the T input steps, P zero-input steps whose output-layer
+    input adds to the accumulator (divided by T)."""
+    T, P = 3, 2
+    a = models.create("spiking_deeplab", 3, timesteps=T, norm=norm, **TINY).eval()
+    b = models.create("spiking_deeplab", 3, timesteps=T, norm=norm, propagation_steps=P, **TINY)
+    state = a.state_dict()
+    if norm == "bntt":  # b has statistics for T + P steps: the first T are a's
+        for k, v in b.state_dict().items():
+            state.setdefault(k, v)
+            if v.shape != state[k].shape:
+                state[k] = torch.cat([state[k], v[T:]])
+    b.load_state_dict(state)
+    b.eval()
+    frames = (torch.rand(T, 2, 3, 32, 32) < 0.4).float()
+    feats_a, feats_b = [], []
+    for m, out in ((a, feats_a), (b, feats_b)):
+        ctx = models.layers.TimeContext("step", T + P)
+        seq = [*frames.unbind(0), *([torch.zeros_like(frames[0])] * (P if m is b else 0))]
+        for t, f in enumerate(seq):
+            ctx.t = t
+            out.append(m.body(f, ctx)[0])
+    for t in range(T):  # the first T steps are the same
+        assert torch.equal(feats_a[t], feats_b[t])
+    extra = sum(feats_b[T:])
+    assert extra.abs().sum() > 0  # membrane left over from the input still fires
+    expected = b.head((sum(feats_b) / T,), (32, 32))
+    assert torch.allclose(b(frames), expected, atol=1e-5)
+    assert not torch.allclose(a(frames), b(frames))
+    # The streaming sweep agrees with forward at T (zero steps run from the state at T).
+    x = torch.rand(2, 3, 32, 32)
+    keys = torch.arange(2)
+    sweep = b.forward_checkpoints(x, [1, T], keys=keys)
+    assert torch.allclose(sweep[T], b(x, keys=keys), atol=1e-5)
+    b.step_mode = "fold"
+    assert torch.allclose(b(x, keys=keys), sweep[T], atol=1e-5)

@@ -9,8 +9,10 @@ intensity. Two variants:
   a pixel ``x`` spikes ``sign(x)`` with probability ``|x|``, so spikes are -1/0/+1.
 
 ``direct`` coding (the analog image fed at every timestep; Rathi & Roy 2020, DIET-SNN) is also
-available. Encoders are seeded through an explicit :class:`torch.Generator` (or the global RNG),
-and can be run step by step so a long window never materialises ``[T, ...]``.
+available. Encoders run step by step, so a long window never materialises ``[T, ...]``. Their
+random numbers come from per-sample keys (:mod:`spikeseg.rng`: the spikes of a sample depend
+only on its key, not on its batch, its position or the number of processes; what training,
+evaluation, sweeps and reports use), or from a :class:`torch.Generator` / the global RNG.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
+
+from .. import rng
 
 __all__ = ["PoissonEncoder", "DirectEncoder", "build_encoder", "ENCODINGS", "CAFFE_MEAN_RGB"]
 
@@ -64,26 +68,54 @@ class PoissonEncoder:
         m = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, c, 1, 1)
         return (images - m).clamp(-1.0, 1.0)
 
-    def step(self, prob: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One timestep of spikes from :meth:`prepare`'s output (same shape and dtype)."""
-        r = torch.rand(prob.shape, generator=generator, device=prob.device, dtype=prob.dtype)
+    def step(
+        self,
+        prob: Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        keys: Tensor | None = None,
+        t: int = 0,
+    ) -> Tensor:
+        """Spikes of timestep ``t`` from :meth:`prepare`'s output ``[B, C, H, W]`` (same dtype).
+
+        Args:
+            prob: firing probabilities.
+            generator: sequential random generator (default: the global RNG), when no keys.
+            keys: per-sample keys ``[B]`` (:func:`spikeseg.rng.sample_keys`): the draws of
+                sample ``b`` at step ``t`` depend only on ``(keys[b], t)``.
+            t: the timestep (used with ``keys``).
+        """
+        if keys is not None:
+            if keys.shape[0] != prob.shape[0]:
+                raise ValueError(f"{keys.shape[0]} keys for a batch of {prob.shape[0]}")
+            r = rng.uniform(keys.to(prob.device), t, prob.shape[1:], prob.dtype)
+        else:
+            r = torch.rand(prob.shape, generator=generator, device=prob.device, dtype=prob.dtype)
         if not self.signed:
             return (r < prob).to(prob.dtype)
         return (r < prob.abs()).to(prob.dtype) * prob.sign()
 
     def steps(
-        self, images: Tensor, timesteps: int, generator: torch.Generator | None = None
+        self,
+        images: Tensor,
+        timesteps: int,
+        generator: torch.Generator | None = None,
+        keys: Tensor | None = None,
     ) -> Iterator[Tensor]:
         """Yield ``timesteps`` spike frames ``[B, C, H, W]`` one at a time."""
         prob = self.prepare(images)
-        for _ in range(timesteps):
-            yield self.step(prob, generator)
+        for t in range(timesteps):
+            yield self.step(prob, generator, keys=keys, t=t)
 
     def encode(
-        self, images: Tensor, timesteps: int, generator: torch.Generator | None = None
+        self,
+        images: Tensor,
+        timesteps: int,
+        generator: torch.Generator | None = None,
+        keys: Tensor | None = None,
     ) -> Tensor:
         """Spikes ``[T, B, C, H, W]`` for images ``[B, C, H, W]``."""
-        return torch.stack(list(self.steps(images, timesteps, generator)))
+        return torch.stack(list(self.steps(images, timesteps, generator, keys)))
 
 
 class DirectEncoder(PoissonEncoder):
@@ -95,7 +127,8 @@ class DirectEncoder(PoissonEncoder):
     def __repr__(self) -> str:
         return "DirectEncoder()"
 
-    def step(self, prob: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def step(self, prob: Tensor, generator: torch.Generator | None = None, *,
+             keys: Tensor | None = None, t: int = 0) -> Tensor:
         return prob
 
 

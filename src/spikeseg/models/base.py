@@ -19,6 +19,8 @@ the number of timesteps).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -46,6 +48,10 @@ class SegmentationModel(nn.Module):
             subtracts, default the Caffe mean). The paper's original code feeds its networks
             ``image − Caffe mean``; ``None`` feeds the image as it is. Not allowed with plain
             ``poisson`` coding, whose rates are the intensities in ``[0, 1]``.
+        propagation_steps: spiking models: P steps of zero input after the T input steps, so
+            that what the last inputs left in the membranes still reaches the output (the
+            original code's "full propagation", one step per spiking layer there); 0 = off.
+            BNTT then keeps statistics for ``T + P`` steps.
         step_mode: ``"step"`` (time outer), ``"fold"`` (time folded into the batch) or
             ``"auto"``: ``"step"`` on CPU, ``"fold"`` on CUDA, as measured in docs/benchmarks.md.
     """
@@ -59,6 +65,7 @@ class SegmentationModel(nn.Module):
         encoding: str = "poisson",
         step_mode: str = "auto",
         input_mean: list[float] | None = None,
+        propagation_steps: int = 0,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -89,6 +96,10 @@ class SegmentationModel(nn.Module):
                 )
             input_mean = [float(v) for v in input_mean]
         self.input_mean = input_mean
+        if isinstance(propagation_steps, bool) or int(propagation_steps) != propagation_steps \
+                or propagation_steps < 0:
+            raise ValueError(f"propagation_steps must be an int >= 0, got {propagation_steps!r}")
+        self.propagation_steps = int(propagation_steps) if spiking else 0
         self.encoder = build_encoder(encoding, mean=input_mean)
         self.head_timesteps: int | None = None
         """While the output layer runs on time-averaged inputs: how many timesteps they
@@ -154,19 +165,42 @@ class SegmentationModel(nn.Module):
             raise ValueError(f"input of {tuple(x.shape[-2:])} pixels is too small (min 4x4)")
 
     # -- forward ------------------------------------------------------------------------------
+    def _frames(
+        self,
+        x: Tensor,
+        timesteps: int | None,
+        generator: torch.Generator | None,
+        keys: Tensor | None,
+    ) -> tuple[Iterator[Tensor], int]:
+        """The input frames ``[B, C, H, W]`` one by one, and their number T."""
+        if x.dim() == 4:
+            T = int(timesteps or self.timesteps)
+            if T < 1:
+                raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+            return self.encoder.steps(x, T, generator, keys), T
+        return iter(x.unbind(0)), x.shape[0]
+
     def forward(
         self,
         x: Tensor,
         timesteps: int | None = None,
         generator: torch.Generator | None = None,
+        keys: Tensor | None = None,
     ) -> Tensor:
         """Logits ``[B, num_classes, H, W]`` for ``x`` ``[B, C, H, W]`` or ``[T, B, C, H, W]``.
+
+        With ``propagation_steps = P > 0`` the T input steps are followed by P steps of zero
+        input (the original code's "full propagation"); the output layer accumulates over all
+        ``T + P`` steps and is divided by T.
 
         Args:
             x: static images (rate-coded for spiking models) or pre-encoded frames.
             timesteps: T for static input (default: the model's ``timesteps``); ignored
                 for pre-encoded input, whose first dimension is T.
             generator: random generator for the Poisson encoder (default: global RNG).
+            keys: per-sample keys ``[B]`` of the Poisson encoder (:mod:`spikeseg.rng`):
+                the spikes of each sample then depend only on its key (used instead of
+                ``generator``).
         """
         self._check_input(x)
         size = (x.shape[-2], x.shape[-1])
@@ -179,28 +213,24 @@ class SegmentationModel(nn.Module):
             feats = self.body(x.flatten(0, 1), None)
             return self.head(tuple(f.unflatten(0, (T, -1)).mean(0) for f in feats), size)
 
-        if x.dim() == 4:
-            T = timesteps or self.timesteps
-            frames = self.encoder.steps(x, T, generator)
-            static = True
-        else:
-            T = x.shape[0]
-            frames = iter(x.unbind(0))
-            static = False
+        frames, T = self._frames(x, timesteps, generator, keys)
+        P = self.propagation_steps
         if self.training and T > self.timesteps and self.bntt_modules():
             raise ValueError(
                 f"model built for {self.timesteps} timesteps cannot train on {T}: BNTT has "
                 f"statistics for {self.timesteps} steps only; build it with timesteps={T}"
             )
+        if P:
+            frames = self._then_zeros(frames, P)
         mode = self.resolve_step_mode(x.device)
         if mode == "fold":
-            seq = torch.stack(list(frames)) if static else x
-            ctx = TimeContext("fold", T)
+            seq = torch.stack(list(frames))
+            ctx = TimeContext("fold", T + P)
             feats = self.body(seq.flatten(0, 1), ctx)
-            mean = tuple(f.unflatten(0, (T, -1)).mean(0) for f in feats)
-            return self._accumulated_head(mean, size, T)
+            total = tuple(f.unflatten(0, (T + P, -1)).sum(0) / T for f in feats)
+            return self._accumulated_head(total, size, T)
 
-        ctx = TimeContext("step", T)
+        ctx = TimeContext("step", T + P)
         acc: list[Tensor] | None = None
         for t, frame in enumerate(frames):
             ctx.t = t
@@ -209,24 +239,38 @@ class SegmentationModel(nn.Module):
         assert acc is not None
         return self._accumulated_head(tuple(a / T for a in acc), size, T)
 
+    @staticmethod
+    def _then_zeros(frames: Iterator[Tensor], n: int) -> Iterator[Tensor]:
+        last = None
+        for last in frames:
+            yield last
+        assert last is not None
+        zero = torch.zeros_like(last)
+        for _ in range(n):
+            yield zero
+
     @torch.no_grad()
     def forward_checkpoints(
         self,
         x: Tensor,
         checkpoints: list[int],
         generator: torch.Generator | None = None,
+        keys: Tensor | None = None,
     ) -> dict[int, Tensor]:
         """Logits after each of several timestep counts, in one streaming pass over time.
 
         Runs the spiking network step by step up to ``max(checkpoints)`` and applies the
         output layer to the running time average at each checkpoint ``T``, so evaluating at
         T = 5, 10, ..., 2000 costs one 2000-step run and never holds ``[T, ...]`` tensors.
-        Logits at ``T`` equal ``forward`` run for ``T`` steps on the same spike train.
+        Logits at ``T`` equal ``forward`` run for ``T`` steps on the same spike train (with
+        ``propagation_steps``, the zero-input steps run from a copy of the state at each
+        checkpoint, and the stream continues from the checkpoint's state).
 
         Args:
             x: static images ``[B, C, H, W]`` (rate-coded) or frames ``[T, B, C, H, W]``
                 (then checkpoints beyond the number of frames are not available).
             checkpoints: timestep counts, each >= 1.
+            generator, keys: the Poisson encoder's randomness, as in :meth:`forward`.
         """
         if not self.spiking:
             raise ValueError("forward_checkpoints is for spiking models")
@@ -236,13 +280,11 @@ class SegmentationModel(nn.Module):
             raise ValueError(f"checkpoints must be >= 1, got {checkpoints}")
         size = (x.shape[-2], x.shape[-1])
         x = self._subtract_mean(x)
-        if x.dim() == 4:
-            frames = self.encoder.steps(x, marks[-1], generator)
-        else:
-            if marks[-1] > x.shape[0]:
-                raise ValueError(f"{x.shape[0]} frames given, checkpoints up to {marks[-1]}")
-            frames = iter(x.unbind(0))
-        ctx = TimeContext("step", marks[-1])
+        if x.dim() == 5 and marks[-1] > x.shape[0]:
+            raise ValueError(f"{x.shape[0]} frames given, checkpoints up to {marks[-1]}")
+        frames, _ = self._frames(x, marks[-1], generator, keys)
+        P = self.propagation_steps
+        ctx = TimeContext("step", marks[-1] + P)
         acc: list[Tensor] | None = None
         out: dict[int, Tensor] = {}
         for t, frame in enumerate(frames):
@@ -250,10 +292,24 @@ class SegmentationModel(nn.Module):
             feats = self.body(frame, ctx)
             acc = list(feats) if acc is None else [a + f for a, f in zip(acc, feats, strict=True)]
             if t + 1 in marks:
-                out[t + 1] = self._accumulated_head(tuple(a / (t + 1) for a in acc), size, t + 1)
+                total = acc
+                if P:
+                    total = self._propagate(ctx, frame, acc, P)
+                out[t + 1] = self._accumulated_head(tuple(a / (t + 1) for a in total), size, t + 1)
             if t + 1 == marks[-1]:
                 break
         return out
+
+    def _propagate(self, ctx: TimeContext, frame: Tensor, acc: list[Tensor], n: int
+                   ) -> list[Tensor]:
+        """``acc`` plus the features of ``n`` zero-input steps run from a copy of ``ctx``."""
+        side = TimeContext("step", ctx.timesteps, ctx.t, dict(ctx.states))
+        zero = torch.zeros_like(frame)
+        total = list(acc)
+        for k in range(1, n + 1):
+            side.t = ctx.t + k
+            total = [a + f for a, f in zip(total, self.body(zero, side), strict=True)]
+        return total
 
     def _subtract_mean(self, x: Tensor) -> Tensor:
         """Static images minus ``input_mean`` where the network reads them directly (ANNs and

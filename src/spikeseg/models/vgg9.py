@@ -62,9 +62,10 @@ class _VGG9Base(SegmentationModel):
         encoding: str = "poisson",
         step_mode: str = "auto",
         input_mean: list[float] | None = None,
+        propagation_steps: int = 0,
     ) -> None:
         super().__init__(num_classes, in_channels, spiking, timesteps, encoding, step_mode,
-                         input_mean)
+                         input_mean, propagation_steps)
         norm = norm or ("bntt" if spiking else "bn")
         valid = NORMS if spiking else ("bn", "none")
         if norm not in valid:
@@ -97,7 +98,7 @@ class _VGG9Base(SegmentationModel):
         if not self.spiking:
             return nn.BatchNorm2d(c, affine=False, **self._bn_kw)
         if self.norm == "bntt":
-            return BNTT(c, self.timesteps, **self._bn_kw)
+            return BNTT(c, self.timesteps + self.propagation_steps, **self._bn_kw)
         scale = self._neuron_kw["threshold"] if self.norm == "tdbn" else 1.0
         return TimeSharedBN(c, scale=scale, **self._bn_kw)
 
