@@ -186,7 +186,7 @@ def test_items(cache, size):
         # counts: non-negative integers, all of the clip's events in the T frames
         assert float(x.min()) >= 0 and torch.equal(x, x.round())
         assert x.sum().item() == ev.size
-        assert x[:, 0].sum().item() == int(ev["p"].sum())
+        assert x[:, 1].sum().item() == int(ev["p"].sum())  # channel 1 = ON (Tonic's order)
         np.testing.assert_array_equal(x.numpy(), to_count_frames(ev, (w, h), 4, 0, 50_001))
     assert (x[:, 0].sum() > 0) and (x[:, 1].sum() > 0)  # both polarities occur
     vox = BE.builtin_events("train", root=cache, **{**SMALL, "image_size": size},

@@ -137,7 +137,7 @@ def _reference_counts(name, t0_ms, t1_ms, bins, shift=(0.0, 0.0)):
     for x, y, t, p in zip(*_events(name), strict=True):
         xr, yr = int(np.floor(x + shift[0] + 0.5)), int(np.floor(y + shift[1] + 0.5))
         if t0 <= t < t1 and 0 <= xr < W and 0 <= yr < LH:
-            out[(t - t0) * bins // (t1 - t0), 0 if p else 1, yr, xr] += 1
+            out[(t - t0) * bins // (t1 - t0), 1 if p else 0, yr, xr] += 1  # OFF, ON
     return out
 
 
@@ -155,15 +155,16 @@ def test_windows_match_hand_computed_counts(pristine):
     assert info.in_channels == 2 and info.temporal
     x, y = ds[_item(ds, A, 2)]  # the label at 150 ms: window [100, 150) ms, bins of 25 ms
     assert x.dtype == torch.float32 and x.shape == (2, 2, LH, W)
-    assert x[0, 0, 7, 5] == 2 and x[1, 0, 7, 5] == 0  # ON at (5, 7): 100.000 and 124.999 ms
-    assert x[1, 1, 20, 10] == 2 and x[0, 1, 20, 10] == 0  # OFF at (10, 20): 125.000, 149.999
+    # channel 0 = OFF, 1 = ON (Tonic's order)
+    assert x[0, 1, 7, 5] == 2 and x[1, 1, 7, 5] == 0  # ON at (5, 7): 100.000 and 124.999 ms
+    assert x[1, 0, 20, 10] == 2 and x[0, 0, 20, 10] == 0  # OFF at (10, 20): 125.000, 149.999
     assert x[:, :, 3, 3].sum() == 0  # 99.999 ms is before the window
     np.testing.assert_array_equal(x.numpy(), _reference_counts(A, 100, 150, 2))
     events, t0, t1 = ds.window_events(_item(ds, A, 2))
     assert (t0, t1) == (100_000, 150_000)
     assert events["t"].min() >= t0 and events["t"].max() < t1 and events["y"].max() < LH
     nxt, _ = ds[_item(ds, A, 3)]  # the label at 200 ms sees the event at 150.000 ms
-    assert nxt[0, 1, 20, 10] == 1
+    assert nxt[0, 0, 20, 10] == 1
     np.testing.assert_array_equal(nxt.numpy(), _reference_counts(A, 150, 200, 2))
     assert y.dtype == torch.int64 and y.shape == (LH, W)
     np.testing.assert_array_equal(y.numpy(), _label(A, 2, 11))

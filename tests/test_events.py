@@ -50,7 +50,7 @@ def _reference_counts(ev, sensor, n_bins, t0, t1):
         t = int(e["t"])
         for k in range(n_bins):
             if edges[k] <= t < edges[k + 1]:
-                out[k, 0 if e["p"] == 1 else 1, e["y"], e["x"]] += 1
+                out[k, 1 if e["p"] == 1 else 0, e["y"], e["x"]] += 1  # OFF, ON (Tonic's)
     return out
 
 
@@ -72,23 +72,24 @@ def test_count_frames_by_hand():
     f = to_count_frames(_events(), SENSOR, 2, 0, 100)  # bins [0,50) and [50,100)
     assert f.shape == (2, 2, 3, 4) and f.dtype == np.float32
     want = np.zeros_like(f)
-    want[0, 0, 0, 0] = 1  # t=0 ON at (0, 0)
-    want[0, 1, 2, 1] = 2  # t=10, 49 OFF at (x=1, y=2)
-    want[1, 0, 1, 3] = 1  # t=50 ON at (3, 1): bin edges belong to the later bin
-    want[1, 0, 0, 2] = 1  # t=99 ON
+    # channel 0 counts OFF (p = 0), channel 1 ON (p = 1): Tonic's ToFrame order
+    want[0, 1, 0, 0] = 1  # t=0 ON at (0, 0)
+    want[0, 0, 2, 1] = 2  # t=10, 49 OFF at (x=1, y=2)
+    want[1, 1, 1, 3] = 1  # t=50 ON at (3, 1): bin edges belong to the later bin
+    want[1, 1, 0, 2] = 1  # t=99 ON
     # t=100 lies at the window's end: dropped
     np.testing.assert_array_equal(f, want)
     # default window: first event to just after the last, so t=100 counts
     default = to_count_frames(_events(), (4, 3, 2), 1)
-    assert default.sum() == 6 and default[0, 1, 0, 0] == 1
+    assert default.sum() == 6 and default[0, 0, 0, 0] == 1  # t=100 OFF at (0, 0)
 
 
 def test_count_frames_edges_of_unequal_division():
     # 3 bins over [0, 100): edges at 33 1/3 and 66 2/3; events before/after the window dropped
     ev = make_events([0] * 7, [0] * 7, [-1, 0, 33, 34, 66, 67, 100], [1] * 7)
     f = to_count_frames(ev, SENSOR, 3, 0, 100)
-    assert f[:, 0, 0, 0].tolist() == [2, 2, 1]  # {0, 33}, {34, 66}, {67}
-    assert f[:, 1].sum() == 0
+    assert f[:, 1, 0, 0].tolist() == [2, 2, 1]  # {0, 33}, {34, 66}, {67}, all ON
+    assert f[:, 0].sum() == 0
     np.testing.assert_array_equal(f, _reference_counts(ev, SENSOR, 3, 0, 100))
 
 

@@ -24,8 +24,13 @@ digits win), 0 elsewhere — 11 classes, the class names of ``builtin``.
 
 Items are the events of the clip's window ``[0, duration]`` as ``timesteps`` frames ending at
 the labelled one, :func:`~spikeseg.encoding.events.event_frames`:
-``(float32 [T, C, H, W], int64 [H, W])`` with ``C = 2`` (ON, OFF counts) for
-``representation="counts"`` or ``C = bins_per_step`` for ``"voxel"``. The sensor has the
+``(float32 [T, C, H, W], int64 [H, W])`` with ``C = 2`` for ``representation="counts"``
+(channel 0 OFF, channel 1 ON: Tonic's ``ToFrame`` order, see
+:func:`~spikeseg.encoding.events.to_count_frames`) or ``C = bins_per_step`` for ``"voxel"``.
+Frame ``i`` of ``T`` covers ``[i·d, (i+1)·d)`` with ``d = (duration + 1 µs)/T``: the window is
+``[0, duration]`` with its end included, so the events of the labelled last frame's instant
+count (Tonic's ``ToFrame(n_time_bins=T)``, binning from the first to the last event, always
+drops the latest event). The sensor has the
 output resolution ``image_size``: events are simulated at that size, not resized.
 
 Generation is deterministic in ``(seed, split)`` and the generation options. The events (not
@@ -60,6 +65,8 @@ import torch
 
 from ..encoding.events import (
     EVENT_DTYPE,
+    OFF,
+    ON,
     REPRESENTATIONS,
     event_frames,
     make_events,
@@ -67,7 +74,7 @@ from ..encoding.events import (
 )
 from ..errors import SpikesegError
 from . import builtin as bi
-from .base import DatasetInfo, SegmentationDataset, register_dataset
+from .base import DatasetInfo, SegmentationDataset, categorical_palette, register_dataset
 from .transforms import NORMALIZATIONS, is_int, normalize_frames
 
 __all__ = ["BuiltinEvents", "builtin_events", "render_clip", "video_to_events"]
@@ -515,6 +522,8 @@ class BuiltinEvents(SegmentationDataset):
             class_names=list(CLASS_NAMES),
             in_channels=representation_channels(representation, bins_per_step),
             temporal=timesteps is not None,
+            palette=categorical_palette(NUM_CLASSES),  # builtin's colours
+            on_off_channels=(ON, OFF) if representation == "counts" else None,
         )
 
     @property
@@ -563,7 +572,7 @@ def _count(value: Any, name: str, lo: int, hi: int | None = None) -> int:
     return int(value)
 
 
-@register_dataset("builtin_events")
+@register_dataset("builtin_events", palette=categorical_palette)
 def builtin_events(
     split: str,
     root: str | os.PathLike[str] | None = None,
@@ -594,7 +603,7 @@ def builtin_events(
         image_size: sensor and output ``H = W`` as an int, or an ``(H, W)`` pair (>= 16).
         timesteps: frames per sample, ``[T, C, H, W]`` (the engine passes the model's T);
             None gives one frame ``[C, H, W]`` over the whole window.
-        representation: ``"counts"`` (ON, OFF counts: C = 2) or ``"voxel"`` (voxel grid of
+        representation: ``"counts"`` (OFF, ON counts: C = 2) or ``"voxel"`` (voxel grid of
             ``timesteps · bins_per_step`` bins: C = ``bins_per_step``).
         bins_per_step: voxel bins per frame.
         normalize: ``"none"`` (raw counts / voxel values), ``"minmax"`` (per frame and channel

@@ -31,7 +31,12 @@ Python 3) is read as ``<n>``.
 Event tensor channels (EV-SegNet's encoding of the events of one exported frame, 50 ms):
 0 positive count, 1 negative count, 2 positive mean timestamp, 3 positive timestamp std,
 4 negative mean timestamp, 5 negative timestamp std. The paper (and its code) uses channels
-0–1; ``channels="all"`` reads all six. Classes: 0 flat, 1 construction+sky, 2 object,
+0–1; ``channels="all"`` reads all six. Channels are read in the order ``channels`` lists them
+and never reordered, so the default input is (positive = ON, negative = OFF): the *reverse* of
+spikeseg's and Tonic's count frames (:func:`~spikeseg.encoding.events.to_count_frames`:
+channel 0 OFF, 1 ON), which the other event datasets give. A model trained on DDD17 therefore
+reads ON first; to train on DDD17 with the count-frame order, pass ``channels=[1, 0]``.
+``DatasetInfo.on_off_channels`` records where the ON and OFF counts are (for pictures). Classes: 0 flat, 1 construction+sky, 2 object,
 3 nature, 4 human, 5 vehicle; 255 = ignore.
 
 Items, with ``T = timesteps``:
@@ -323,6 +328,9 @@ class DDD17(SegmentationDataset):
             in_channels=len(channels),
             temporal=timesteps is not None,
             palette=_ddd17_palette(),
+            # EV-SegNet's stored order (positive, negative), kept as the data has it
+            on_off_channels=(channels.index(0), channels.index(1))
+            if 0 in channels and 1 in channels else None,
         )
 
     def __len__(self) -> int:

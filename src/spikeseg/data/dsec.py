@@ -51,8 +51,11 @@ label whose window does not lie inside the recorded stream (before the first mil
 past the last entry of ``ms_to_idx``) is dropped; ESS drops the first labels of every
 sequence for the same reason.
 The window becomes ``T = timesteps`` frames with :func:`spikeseg.encoding.events.event_frames`
-(``representation="counts"``: ON/OFF counts, C = 2; ``"voxel"``: the voxel grid of E-RAFT
-and ESS, C = ``bins_per_step``), cropped to the 440 labelled rows, resized to ``image_size``
+(``representation="counts"``: event counts, C = 2, channel 0 OFF and channel 1 ON as in
+Tonic's ``ToFrame``, over ``T`` equal bins of ``[τ − window, τ)``: on the same (rectified)
+events, Tonic's ``ToFrame(time_window=window/T, start_time=τ − window, end_time=τ)`` when the
+window in µs is divisible by T; ``"voxel"``: the voxel grid of E-RAFT and ESS,
+C = ``bins_per_step``), cropped to the 440 labelled rows, resized to ``image_size``
 with antialiased bilinear interpolation (labels: nearest neighbour) and optionally normalised
 per frame and channel. Items: ``(float32 [C, H, W], int64 [H, W])`` for ``timesteps=None``,
 ``(float32 [T, C, H, W], int64 [H, W])`` otherwise (also for T = 1). The default ``image_size`` is
@@ -73,7 +76,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..encoding.events import REPRESENTATIONS, as_events, event_frames, make_events
+from ..encoding.events import OFF, ON, REPRESENTATIONS, as_events, event_frames, make_events
 from ..errors import SpikesegError
 from .base import DatasetInfo, SegmentationDataset, default_palette, register_dataset
 from .transforms import (
@@ -366,8 +369,10 @@ def find_sequences(
 
 
 def _palette(classes: int) -> np.ndarray:
+    """ESS's colours for 11 classes, Cityscapes' for 19 (others: the default palette)."""
     palette = default_palette(classes)
-    palette[:classes] = np.asarray(CLASSES[classes][1], dtype=np.uint8)
+    if classes in CLASSES:
+        palette[:classes] = np.asarray(CLASSES[classes][1], dtype=np.uint8)
     return palette
 
 
@@ -413,6 +418,7 @@ class DSECSemantic(SegmentationDataset):
             in_channels=2 if representation == "counts" else bins_per_step,
             temporal=timesteps is not None,
             palette=_palette(classes),
+            on_off_channels=(ON, OFF) if representation == "counts" else None,
         )
         self._files: dict[Path, Any] = {}
         self._ms_to_idx: dict[Path, np.ndarray] = {}
@@ -531,7 +537,7 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-@register_dataset("dsec")
+@register_dataset("dsec", palette=_palette)
 def dsec(
     split: str,
     root: str | os.PathLike[str] | None = None,
@@ -556,7 +562,7 @@ def dsec(
         timesteps: frames the window is split into, ``[T, C, H, W]``; None gives one frame
             ``[C, H, W]`` over the whole window.
         window_ms: length of the window of events before each label, in milliseconds.
-        representation: ``"counts"`` (ON/OFF counts, 2 channels) or ``"voxel"`` (voxel grid of
+        representation: ``"counts"`` (OFF, ON counts, 2 channels) or ``"voxel"`` (voxel grid of
             ``timesteps · bins_per_step`` bins, ``bins_per_step`` channels per frame).
         bins_per_step: voxel bins per frame (ESS: one frame of 5 bins).
         classes: 11 or 19, the label set.

@@ -2,21 +2,41 @@
 
 Events are NumPy structured arrays with Tonic's field names and meaning (``x``, ``y`` pixel
 column and row, ``t`` timestamp in microseconds, ``p`` polarity, 1 = ON / brighter, 0 = OFF /
-darker), so arrays from Tonic datasets and transforms can be passed in directly; a sensor is
+darker), so arrays from Tonic datasets and transforms can be passed in directly, whatever
+field order and integer types they use (``int``, ``int16``/``uint16`` coordinates,
+``int32``/``int64``/``uint64`` timestamps) and polarities as 0/1, −1/1 or bool; a sensor is
 described by ``sensor_size = (W, H)`` or Tonic's ``(W, H, P)``. Every function below also takes
-a plain ``[N, 4]`` array of columns ``x, y, t, p`` (validated by :func:`as_events`).
+a plain ``[N, 4]`` array of columns ``x, y, t, p`` (validated by :func:`as_events`). Input
+arrays are never modified.
 
 Representations, each a ``float32`` NumPy array:
 
-* :func:`to_count_frames` — ``[n_bins, 2, H, W]``: ON and OFF event counts per equal-duration
-  bin (the paper's "frames of accumulated positive/negative events"; Tonic's ``ToFrame`` with
-  ``n_time_bins``);
+* :func:`to_count_frames` — ``[n_bins, 2, H, W]``: event counts per polarity and
+  equal-duration bin (the paper's "frames of accumulated positive/negative events"), in
+  Tonic's ``ToFrame`` layout: channel ``c`` counts the events of polarity ``p = c``, i.e.
+  :data:`OFF` = 0 then :data:`ON` = 1 (:data:`COUNT_CHANNELS`);
 * :func:`to_voxel_grid` — ``[n_bins, H, W]``: the voxel grid of Zhu et al. (2019) with the
   normalisation E-RAFT and ESS use on DSEC: polarity as ±1, each event split between the two
   nearest bins by linear interpolation in normalised time
   ``t* = (n_bins − 1)(t − t_start)/(t_end − t_start)``;
 * :func:`event_frames` — ``[T, C, H, W]``: one window split into T steps so a spiking network
   sees T frames (counts: C = 2; voxel: C = bins per step).
+
+Against Tonic 1.7 (``tonic.transforms.ToFrame`` / ``ToVoxelGrid``, i.e.
+``tonic/functional/to_frame.py``, ``tonic/slicers.py`` and
+``tonic/functional/to_voxel_grid.py``), on the same events:
+
+* channel order: the same (Tonic indexes the frame with ``events["p"].astype(int)``);
+* count bins: the same for an explicit window whose length is a multiple of ``n_bins``
+  (``ToFrame(time_window=d, start_time=t_start, end_time=t_end)``). With no window given
+  spikeseg keeps every event, where ``ToFrame(n_time_bins=n)`` drops the last event and the
+  remainder of the integer division (:func:`to_count_frames` says how to get Tonic's frames);
+* voxel grid: Tonic scales time by ``n_bins`` instead of ``n_bins − 1``, so its grid of B bins
+  is the first B bins of spikeseg's grid of B + 1 (:func:`to_voxel_grid`).
+
+Stored frames of other layouts are not reordered: DDD17's EV-SegNet tensors hold the positive
+(ON) count in channel 0 and the negative in channel 1 (:mod:`spikeseg.data.ddd17`); a dataset
+says which of its channels are ON and OFF in ``DatasetInfo.on_off_channels``.
 
 Everything is vectorised (``np.bincount``); no Python loop runs over events.
 """
@@ -32,6 +52,9 @@ from ..errors import SpikesegError
 __all__ = [
     "EVENT_DTYPE",
     "REPRESENTATIONS",
+    "OFF",
+    "ON",
+    "COUNT_CHANNELS",
     "make_events",
     "as_events",
     "to_count_frames",
@@ -46,8 +69,16 @@ EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "<i1")])
 REPRESENTATIONS = ("counts", "voxel")
 """Names of the frame representations :func:`event_frames` builds."""
 
+OFF = 0
+"""Channel of the OFF (``p = 0``, darker) counts in :func:`to_count_frames` frames (Tonic's)."""
+ON = 1
+"""Channel of the ON (``p = 1``, brighter) counts in :func:`to_count_frames` frames (Tonic's)."""
+COUNT_CHANNELS = ("OFF", "ON")
+"""Names of the two channels of count frames, in order: channel ``c`` counts polarity ``c``."""
+
 _FIELDS = ("x", "y", "t", "p")
 _MAX_SIDE = int(np.iinfo(np.int16).max) + 1  # x, y are stored as int16
+_MAX_T = int(np.iinfo(np.int64).max)
 
 
 def _int(value: object, name: str) -> int:
@@ -123,8 +154,15 @@ def make_events(x, y, t, p) -> np.ndarray:
                 f"event {name} coordinates span {v.min()}..{v.max()}; they must lie in "
                 f"0..{_MAX_SIDE - 1}"
             )
+    if np.issubdtype(t.dtype, np.unsignedinteger) and int(t.max()) > _MAX_T:
+        raise SpikesegError(
+            f"event timestamps reach {int(t.max())} µs, beyond int64; subtract the first "
+            "timestamp (t - t[0]) before passing them"
+        )
     if p.dtype != np.bool_ and (p.min() < -1 or p.max() > 1):
-        raise SpikesegError(f"event polarities must be 0/1, -1/1 or bool, found {p.min()}..{p.max()}")
+        raise SpikesegError(
+            f"event polarities must be 0/1, -1/1 or bool, found {p.min()}..{p.max()}"
+        )
     ev["x"], ev["y"], ev["t"] = x, y, t
     ev["p"] = p > 0
     return ev
@@ -136,15 +174,19 @@ def as_events(
     """Validate ``events`` and return them as :data:`EVENT_DTYPE`.
 
     Args:
-        events: a structured array with fields ``x, y, t, p`` of any numeric types (e.g.
-            Tonic's), or a plain ``[N, 4]`` numeric array of columns ``x, y, t, p``. Timestamps
-            are whole microseconds; polarities 0/1 (OFF/ON), −1/1 or bool.
+        events: a structured array with fields ``x, y, t, p`` (others are ignored) of any
+            numeric or bool types and in any field order, as Tonic's datasets give them (e.g.
+            ``int16`` x/y with ``int64`` t and ``bool`` p, ``uint16``/``uint64``, or ``int``
+            throughout), or a plain ``[N, 4]`` numeric array of columns ``x, y, t, p``.
+            Timestamps are whole microseconds (integers, or floats holding whole numbers);
+            polarities 0/1 (OFF/ON), −1/1 or bool. Not modified.
         sensor_size: ``(W, H)`` or ``(W, H, P)``; coordinates must satisfy ``0 <= x < W``,
             ``0 <= y < H``.
         source: what to name in an error (e.g. the file the events came from).
 
     Returns:
-        ``EVENT_DTYPE [N]`` (a copy).
+        ``EVENT_DTYPE [N]`` (a copy): the same events in the same order, polarity stored as
+        1 (ON: ``p`` = 1, True) or 0 (OFF: ``p`` = 0, −1, False).
 
     Raises:
         SpikesegError: one line starting with ``source``: wrong shape or fields, non-numeric
@@ -191,7 +233,7 @@ def as_events(
             raise SpikesegError(
                 f"{source}: polarities must be 0/1 or -1/1, found {sorted(pol)[:6]}"
             )
-        if np.any(np.diff(t) < 0):
+        if np.any(t[1:] < t[:-1]):  # not np.diff: it wraps around for unsigned t
             raise SpikesegError(f"{source}: timestamps decrease; sort the events by t")
     return make_events(x, y, t, p)
 
@@ -243,13 +285,38 @@ def to_count_frames(
     t_start: int | None = None,
     t_end: int | None = None,
 ) -> np.ndarray:
-    """ON / OFF event counts in ``n_bins`` equal-duration bins.
+    """Event counts per polarity in ``n_bins`` equal-duration bins, in Tonic's layout.
 
-    Bin ``k`` covers ``[t_start + k·d, t_start + (k+1)·d)`` with ``d = (t_end − t_start)/n_bins``
-    (computed exactly, in integer arithmetic: an event at ``t`` falls in bin
-    ``floor((t − t_start)·n_bins / (t_end − t_start))``, so an event on a bin edge belongs to
-    the later bin). Events outside ``[t_start, t_end)`` are dropped. This is Tonic's
-    ``ToFrame(sensor_size, n_time_bins=n_bins)`` with the polarity order ON, OFF.
+    Channel ``c`` counts the events of polarity ``p = c``: channel :data:`OFF` = 0 the OFF
+    events (``p`` = 0, −1 or False), channel :data:`ON` = 1 the ON events — the order of
+    Tonic's ``ToFrame``, which indexes its ``[T, P, H, W]`` frames with
+    ``events["p"].astype(int)`` (``tonic/functional/to_frame.py``), so a model trained on
+    these frames reads Tonic's and the other way round; DDD17's stored EV-SegNet tensors are
+    the exception (ON first, see :mod:`spikeseg.data.ddd17`). Polarities −1/1 are read as
+    OFF/ON here; Tonic's ``ToFrame`` would index −1 as the last channel, i.e. count them as ON
+    (give it 0/1 polarities).
+
+    Bin ``k`` covers ``[t_start + k·d, t_start + (k+1)·d)`` with
+    ``d = (t_end − t_start)/n_bins`` (computed exactly, in integer arithmetic: an event at ``t``
+    falls in bin ``floor((t − t_start)·n_bins / (t_end − t_start))``, so an event on a bin
+    edge belongs to the later bin). Events outside ``[t_start, t_end)`` are dropped.
+
+    Where this agrees with Tonic 1.7 and where it differs (same events, same sensor):
+
+    * explicit window with ``(t_end − t_start)`` a multiple of ``n_bins``: identical to
+      ``ToFrame(sensor_size, time_window=d, start_time=t_start, end_time=t_end)`` (its
+      ``SliceByTime`` takes ``[t_start + k·d, t_start + (k+1)·d)`` by ``searchsorted``).
+    * no window given: spikeseg counts every event, in bins of ``(t_last + 1 − t_first)/n_bins``
+      µs over ``[t_first, t_last + 1)``. ``ToFrame(sensor_size, n_time_bins=n_bins)``
+      (``SliceByTimeBins``) instead uses the integer width ``d_T = (t_last − t_first) //
+      n_bins`` and drops every event from ``t_first + n_bins·d_T`` on: always the last event
+      (so a window's final instant, e.g. the labelled frame's, is lost), up to
+      ``n_bins − 1`` µs more, and everything when ``t_last − t_first < n_bins``. spikeseg
+      keeps them because a segmentation label belongs to the window's end. Tonic's frames are
+      ``to_count_frames(events, sensor_size, n_bins, t_first, t_first + n_bins·d_T)``
+      (for ``d_T >= 1``).
+    * dtype ``float32`` (Tonic: ``int16``); the ``P`` of a ``(W, H, P)`` sensor is ignored:
+      there are always two channels (Tonic's ``P = 1`` merges the polarities).
 
     Args:
         events: :data:`EVENT_DTYPE` array, a Tonic structured array or ``[N, 4]`` array.
@@ -259,7 +326,7 @@ def to_count_frames(
         t_end: window end in µs, exclusive (default: the latest event + 1, so it counts).
 
     Returns:
-        ``float32 [n_bins, 2, H, W]``: channel 0 counts ON events, channel 1 OFF events.
+        ``float32 [n_bins, 2, H, W]``: channel 0 counts OFF events, channel 1 ON events.
 
     Raises:
         SpikesegError: malformed events (see :func:`as_events`), a bad ``n_bins`` or an empty
@@ -275,7 +342,7 @@ def to_count_frames(
         return out
     ev = ev[keep]
     b = (ev["t"] - t0) * n // (t1 - t0)  # int64, exact
-    c = (ev["p"] <= 0).astype(np.int64)  # ON -> channel 0, OFF -> channel 1
+    c = (ev["p"] > 0).astype(np.int64)  # channel = polarity: OFF -> 0, ON -> 1 (Tonic's)
     flat = ((b * 2 + c) * H + ev["y"].astype(np.int64)) * W + ev["x"].astype(np.int64)
     out.reshape(-1)[:] = np.bincount(flat, minlength=out.size)
     return out
@@ -302,13 +369,27 @@ def to_voxel_grid(
     ``t_end``.
 
     Normalisation followed: ESS's and E-RAFT's ``VoxelGrid.convert`` (from rpg_e2vid),
-    ``t* = (C − 1)(t − t[0])/(t[−1] − t[0])`` over the events of the window. With the default
-    window (``t_start``/``t_end`` None: the earliest and the latest event, the latest included)
-    the result is identical to theirs without their optional mean/std normalisation of the
+    ``t* = (C − 1)(t − t[0])/(t[−1] − t[0])`` over the events of the window, because these
+    are the references for the DSEC-Semantic numbers. With the default window
+    (``t_start``/``t_end`` None: the earliest and the latest event, the latest included) the
+    result is identical to theirs without their optional mean/std normalisation of the
     non-zero entries. Given an explicit window, events in ``[t_start, t_end)`` are used, like
-    :func:`to_count_frames`. Tonic's ``ToVoxelGrid`` differs: it scales by ``n_bins`` rather
-    than ``n_bins − 1`` (its last event falls off the grid). When all events share one
-    timestamp under the default window, ``t* = 0`` (rpg_e2vid's convention for a zero span).
+    :func:`to_count_frames`. When all events share one timestamp under the default window,
+    ``t* = 0`` (rpg_e2vid's convention for a zero span; Tonic divides by zero).
+
+    Tonic 1.7's ``ToVoxelGrid(sensor_size, n_time_bins=B)`` (``tonic/functional/
+    to_voxel_grid.py``) sums the same terms but scales time by ``B``, not ``B − 1``:
+    ``t*_T = B(t − t_first)/(t_last − t_first)``, so its bin ``k`` is centred at
+    ``t_first + k(t_last − t_first)/B``, the weight an event would give bin ``B`` is dropped,
+    and the last event falls off the grid. With the same events, Tonic's grid is the first
+    ``B`` bins of this one with ``B + 1`` bins (default window)::
+
+        ToVoxelGrid(sensor_size, n_time_bins=B)(events)[:, 0]
+            == to_voxel_grid(events, sensor_size, B + 1)[:B]
+
+    Tonic returns ``[B, 1, H, W]`` float64, and needs signed integer polarities: it turns
+    ``p == 0`` into −1 in its copy, which for ``bool`` polarities makes every event +1 and
+    fails for unsigned ones. spikeseg reads 0/1, −1/1 and bool alike.
 
     Args:
         events: :data:`EVENT_DTYPE` array, a Tonic structured array or ``[N, 4]`` array.
@@ -374,8 +455,8 @@ def event_frames(
         events: :data:`EVENT_DTYPE` array, a Tonic structured array or ``[N, 4]`` array.
         sensor_size: ``(W, H)`` or ``(W, H, P)``.
         timesteps: number of frames ``T``: the window is split into T equal sub-windows.
-        representation: ``"counts"``: :func:`to_count_frames` with T bins (C = 2, ON then
-            OFF). ``"voxel"``: one :func:`to_voxel_grid` of ``T·bins_per_step`` bins over the
+        representation: ``"counts"``: :func:`to_count_frames` with T bins (C = 2: OFF then
+            ON, as Tonic). ``"voxel"``: one :func:`to_voxel_grid` of ``T·bins_per_step`` bins over the
             whole window, frame ``i`` holding bins ``i·bins_per_step ..
             (i+1)·bins_per_step − 1`` (C = ``bins_per_step``).
         bins_per_step: voxel bins per frame (ignored for counts).
