@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import SpikesegError
-from .base import DatasetInfo, SegmentationDataset, register_dataset
+from .base import DatasetInfo, SegmentationDataset, categorical_palette, register_dataset
 
 __all__ = ["BuiltinDigits", "builtin", "digit_split_indices", "photo_part", "render_sample"]
 
@@ -442,6 +442,7 @@ class BuiltinDigits(SegmentationDataset):
             class_names=list(CLASS_NAMES),
             in_channels=3,
             temporal=False,
+            palette=categorical_palette(NUM_CLASSES),  # black background, Tableau 10 digits
         )
 
     def __len__(self) -> int:
@@ -491,7 +492,7 @@ def check_split(split: str) -> None:
         )
 
 
-@register_dataset("builtin")
+@register_dataset("builtin", palette=categorical_palette)
 def builtin(
     split: str,
     root: str | os.PathLike[str] | None = None,

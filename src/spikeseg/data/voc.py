@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from ..errors import SpikesegError
-from .base import IGNORE_INDEX, DatasetInfo, SegmentationDataset, register_dataset
+from .base import IGNORE_INDEX, DatasetInfo, SegmentationDataset, register_dataset, voc_palette
 from .transforms import (
     parse_size,
     read_image,
@@ -395,6 +395,7 @@ class VOCSegmentation(SegmentationDataset):
             class_names=list(CLASS_NAMES),
             in_channels=3,
             temporal=False,
+            palette=voc_palette(NUM_CLASSES),  # the devkit's colour map, as published figures
         )
 
     def __len__(self) -> int:
@@ -461,7 +462,7 @@ def _train_pairs(
     return lister.pairs(path, "SegmentationClass"), str(path.relative_to(root))
 
 
-@register_dataset("voc")
+@register_dataset("voc", palette=voc_palette)  # the official colours
 def voc(
     split: str,
     root: str | os.PathLike[str] | None = None,
