@@ -72,10 +72,11 @@ def test_flops_of_known_layers_follow_eq9():
     assert layer_flops(conv, conv(x)) == ("conv", 3 * 3 * 10 * 12 * 3 * 8)
     dil = nn.Conv2d(3, 8, 3, padding=2, dilation=2)  # dilation does not change FLOPs
     assert layer_flops(dil, dil(x)) == ("dilated conv", 3 * 3 * 10 * 12 * 3 * 8)
-    tconv = nn.ConvTranspose2d(4, 5, 3, stride=2)  # counted on its output, 11x13
-    y = tconv(torch.rand(1, 4, 5, 6))
+    tconv = nn.ConvTranspose2d(4, 5, 3, stride=2)  # counted on its input, 5x6 (output 11x13)
+    z = torch.rand(1, 4, 5, 6)
+    y = tconv(z)
     assert y.shape[-2:] == (11, 13)
-    assert layer_flops(tconv, y) == ("transposed conv", 3 * 3 * 11 * 13 * 4 * 5)
+    assert layer_flops(tconv, y, z) == ("transposed conv", 3 * 3 * 5 * 6 * 4 * 5)
     lin = nn.Linear(7, 9)
     assert layer_flops(lin, lin(torch.rand(2, 7))) == ("linear", 63)
 
