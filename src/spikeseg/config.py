@@ -15,8 +15,11 @@ valid choices.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,52 +27,152 @@ from typing import Any
 import yaml
 
 from .errors import SpikesegError
+from .io import atomic_write_text
 
 __all__ = ["ModelConfig", "DataConfig", "TrainConfig", "Config", "load_config", "apply_overrides"]
+
+
+# --------------------------------------------------------------------------- value checks
+# Each field may carry a check in its metadata: a function returning what is wrong with a
+# value (a phrase such as "an int >= 1"), or None when the value is fine. _set runs it, so a
+# bad value is refused where it enters (YAML file or --set), with the key and the valid range.
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def at_least(lo: int, optional: bool = False) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        if optional and v is None:
+            return None
+        return None if _is_int(v) and v >= lo else f"an int >= {lo}" + (" or null" if optional else "")
+    return check
+
+
+def positive(optional: bool = False, upper: float | None = None) -> Callable[[Any], str | None]:
+    """A finite number > 0 (and <= upper)."""
+    def check(v: Any) -> str | None:
+        if optional and v is None:
+            return None
+        ok = _finite(v) and v > 0 and (upper is None or v <= upper)
+        rng = f"in (0, {upper:g}]" if upper is not None else "> 0"
+        return None if ok else f"a finite number {rng}" + (" or null" if optional else "")
+    return check
+
+
+def non_negative(v: Any) -> str | None:
+    return None if _finite(v) and v >= 0 else "a finite number >= 0"
+
+
+def one_of(*choices: Any, optional: bool = False) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        if (optional and v is None) or v in choices:
+            return None
+        return "one of " + ", ".join(map(str, choices)) + (" or null" if optional else "")
+    return check
+
+
+def _image_size(v: Any) -> str | None:
+    ok = (_is_int(v) and v >= 4) or (
+        isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(s) and s >= 4 for s in v))
+    return None if ok else "an int >= 4 (square) or [height, width] of ints >= 4"
+
+
+def _milestones(v: Any) -> str | None:
+    ok = isinstance(v, list) and all(
+        (_is_int(m) and m >= 1) or (isinstance(m, float) and math.isfinite(m) and 0 < m <= 1)
+        for m in v)
+    return None if ok else ("a list of fractions of the epochs in (0, 1] (e.g. 0.5) or whole "
+                            "epoch numbers >= 1")
+
+
+def _device(v: Any) -> str | None:
+    ok = isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None
+    return None if ok else "auto, cpu, cuda, cuda:N or mps"
+
+
+def _run_name(v: Any) -> str | None:
+    if v is None:
+        return None
+    ok = isinstance(v, str) and v not in ("", ".", "..") and re.fullmatch(r"[\w.+=@-]+", v)
+    return None if ok else "null or a folder name (letters, digits, . _ - + = @; no slashes)"
+
+
+def _non_empty(v: Any) -> str | None:
+    return None if isinstance(v, str) and v.strip() else "a non-empty string"
+
+
+def _input_mean(v: Any) -> str | None:
+    if v is None:
+        return None
+    ok = isinstance(v, list) and v and all(_finite(m) for m in v)
+    return None if ok else "null or a list of numbers, one per input channel"
+
+
+def _opt(default: Any = dataclasses.MISSING, check: Callable[[Any], str | None] | None = None,
+         factory: Callable[[], Any] | None = None) -> Any:
+    meta = {"check": check} if check else {}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class ModelConfig:
     """Which network to build (``spikeseg models`` lists them) and its options."""
 
-    name: str = "spiking_deeplab"
+    name: str = _opt("spiking_deeplab", _non_empty)
     """Registered model name: spiking_deeplab, spiking_fcn, deeplab or fcn."""
-    timesteps: int = 20
+    timesteps: int = _opt(20, at_least(1))
     """T, the number of timesteps of a spiking model (static input is rate-coded over T)."""
-    width: float = 1.0
+    width: float = _opt(1.0, positive())
     """Multiplier of every channel count (1.0 = Table 1)."""
-    leak: float = 0.99
-    """LIF leak factor λ of eq. (2) (1.0 = IF neuron)."""
-    threshold: float = 1.0
-    """Firing threshold θ of eq. (3)."""
-    reset: str = "soft"
+    leak: float = _opt(0.99, positive(upper=1.0))
+    """LIF leak factor λ of eq. (2), in (0, 1] (1.0 = IF neuron)."""
+    threshold: float = _opt(1.0, positive())
+    """Firing threshold θ of eq. (3), > 0."""
+    reset: str = _opt("soft", one_of("soft", "hard"))
     """'soft' (subtract θ, the paper) or 'hard' (to zero)."""
-    surrogate: str = "pwl"
+    surrogate: str = _opt("pwl", _non_empty)
     """Surrogate gradient: pwl (eq. (6)), fast_sigmoid, exponential, pass_through."""
-    surrogate_options: dict = field(default_factory=dict)
+    surrogate_options: dict = _opt(factory=dict)
     """Surrogate parameters, e.g. {gamma: 0.3} (the paper's code) for pwl."""
     detach_reset: bool = True
     """Keep the reset out of the gradient, as the paper's code."""
-    encoding: str = "poisson"
+    encoding: str = _opt("poisson", one_of("poisson", "poisson_signed", "direct"))
     """Static-image coding: poisson (rates = intensities in [0, 1]), poisson_signed, direct."""
-    step_mode: str = "auto"
+    step_mode: str = _opt("auto", one_of("auto", "step", "fold"))
     """'step' (time outer), 'fold' (time folded into the batch) or 'auto' (by device)."""
-    activation: str = "relu"
+    activation: str = _opt("relu", one_of("relu", "leaky_relu"))
     """ANN activation: relu or leaky_relu."""
-    norm: str | None = None
+    norm: str | None = _opt(None, one_of("bntt", "bn", "tdbn", "none", optional=True))
     """Normalisation after each convolution. Spiking: bntt (the paper, per-timestep
     statistics and scale), bn (one batch norm shared over time; folds into the convolution at
     export), tdbn (threshold-dependent BN, Zheng et al. 2021) or none. ANN: bn or none.
     Default (null): bntt for spiking models, bn for ANNs."""
+    input_mean: list | None = _opt(None, _input_mean)
+    """Per-channel values subtracted from static images where the network reads them (ANNs,
+    direct coding; the mean of poisson_signed coding), e.g. the Caffe mean of the original
+    code. Default (null): images as they are."""
+    propagation_steps: int = _opt(0, at_least(0))
+    """Spiking models: zero-input steps after the T input steps (the original code's "full
+    propagation"); 0 = off."""
 
     def model_options(self, spiking: bool) -> dict[str, Any]:
         """Keyword options for :func:`spikeseg.models.create`."""
-        opts: dict[str, Any] = {"width": self.width, "norm": self.norm}
+        opts: dict[str, Any] = {"width": self.width, "norm": self.norm,
+                                "input_mean": self.input_mean}
         if spiking:
             opts.update(
                 leak=self.leak, threshold=self.threshold, reset=self.reset,
                 surrogate=self.surrogate, surrogate_options=dict(self.surrogate_options),
                 detach_reset=self.detach_reset, encoding=self.encoding, step_mode=self.step_mode,
+                propagation_steps=self.propagation_steps,
             )
         else:
             opts["activation"] = self.activation
@@ -80,54 +183,60 @@ class ModelConfig:
 class DataConfig:
     """Which dataset to read and how."""
 
-    dataset: str = "builtin"
+    dataset: str = _opt("builtin", _non_empty)
     """Registered dataset name (builtin, ...)."""
     root: str | None = None
     """Folder of the dataset (for builtin: its cache folder; default ~/.cache/spikeseg)."""
-    image_size: Any = 64
-    """Input size: an int (square) or [height, width]."""
-    options: dict = field(default_factory=dict)
+    image_size: Any = _opt(64, _image_size)
+    """Input size: an int (square) or [height, width], each >= 4."""
+    options: dict = _opt(factory=dict)
     """Dataset-specific options, e.g. {num_train: 2000, num_val: 400} for builtin."""
-    num_workers: int = 0
-    """DataLoader worker processes."""
+    num_workers: int = _opt(0, at_least(0))
+    """DataLoader worker processes (0 = load in the main process)."""
 
 
 @dataclass
 class TrainConfig:
     """Optimisation and bookkeeping (defaults: the paper, section 5.1.2)."""
 
-    epochs: int = 60
-    batch_size: int = 16
-    optimizer: str = "adam"
+    epochs: int = _opt(60, at_least(1))
+    """Training epochs (>= 1)."""
+    batch_size: int = _opt(16, at_least(1))
+    """Images per optimisation step (per process under torchrun)."""
+    optimizer: str = _opt("adam", one_of("adam", "sgd"))
     """adam or sgd (momentum 0.9)."""
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
+    lr: float = _opt(3e-3, positive())
+    """Learning rate (> 0)."""
+    weight_decay: float = _opt(5e-4, non_negative)
     """L2 penalty (the paper's code: 5e-4 with Adam)."""
     amsgrad: bool = True
     """Adam's AMSGrad variant (the paper's code)."""
-    lr_milestones: list = field(default_factory=lambda: [0.5])
-    """Epochs (as fractions of `epochs` when < 1) where the LR is multiplied by lr_gamma."""
-    lr_gamma: float = 0.1
-    seed: int = 0
-    device: str = "auto"
+    lr_milestones: list = _opt(check=_milestones, factory=lambda: [0.5])
+    """Where the LR is multiplied by lr_gamma: fractions of `epochs` in (0, 1] (0.5 = after
+    half the epochs, rounded, at least epoch 1) or whole epoch numbers (ints >= 1)."""
+    lr_gamma: float = _opt(0.1, positive())
+    """Factor applied to the LR at each milestone."""
+    seed: int = _opt(0, at_least(0))
+    """Seed of initialisation, shuffling, spike coding and augmentation."""
+    device: str = _opt("auto", _device)
     """auto (cuda if available), cpu, cuda, cuda:N."""
-    out_dir: str = "runs"
+    out_dir: str = _opt("runs", _non_empty)
     """Parent folder of run directories."""
-    name: str | None = None
+    name: str | None = _opt(None, _run_name)
     """Run directory name (default: <model>-<dataset>)."""
-    eval_every: int = 1
+    eval_every: int = _opt(1, at_least(1))
     """Evaluate on the validation split every N epochs (and always after the last)."""
-    eval_timesteps: int | None = None
+    eval_timesteps: int | None = _opt(None, at_least(1, optional=True))
     """T used for validation (default: model.timesteps)."""
-    max_steps_per_epoch: int | None = None
+    max_steps_per_epoch: int | None = _opt(None, at_least(1, optional=True))
     """Cap on optimisation steps per epoch (quick experiments)."""
-    max_val_batches: int | None = None
+    max_val_batches: int | None = _opt(None, at_least(1, optional=True))
     """Cap on validation batches (quick experiments)."""
-    grad_clip: float | None = None
+    grad_clip: float | None = _opt(None, positive(optional=True))
     """Clip the gradient norm to this value."""
     channels_last: bool | None = None
     """Channels-last memory format (None = on for CPU, where it is faster: docs/benchmarks.md)."""
-    threads: int | None = None
+    threads: int | None = _opt(None, at_least(1, optional=True))
     """torch intra-op threads (None = torch's default)."""
     report: bool = False
     """After training, write the analysis report of the best checkpoint to <run>/report."""
@@ -187,6 +296,8 @@ def _set(obj: Any, key: str, value: Any, source: str, prefix: str = "") -> None:
         )
     current = getattr(obj, key)
     if dataclasses.is_dataclass(current):
+        if value is None:  # an empty section ("model:" with nothing below)
+            return
         if not isinstance(value, dict):
             raise SpikesegError(f"{source}: '{prefix}{key}' must be a mapping")
         for k, v in value.items():
@@ -207,6 +318,10 @@ def _set(obj: Any, key: str, value: Any, source: str, prefix: str = "") -> None:
         raise SpikesegError(
             f"{source}: '{prefix}{key}' must be {tname}, got {value!r}"
         )
+    check = names[key].metadata.get("check")
+    problem = check(value) if check else None
+    if problem:
+        raise SpikesegError(f"{source}: '{prefix}{key}' must be {problem}, got {value!r}")
     setattr(obj, key, value)
 
 
@@ -236,13 +351,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise SpikesegError(f"config file {p} not found")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise SpikesegError(f"config file {p} is not a text file (expected YAML)") from None
+        except OSError as e:
+            raise SpikesegError(f"config file {p} cannot be read: {e.strerror or e}") from None
         except yaml.YAMLError as e:
-            raise SpikesegError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise SpikesegError(f"config file {p} is not valid YAML: {first}") from None
         cfg = Config.from_dict(data, source=str(p))
     return apply_overrides(cfg, overrides or [])
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML (atomically)."""
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

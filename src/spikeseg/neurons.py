@@ -29,6 +29,7 @@ Three implementations with identical numbers:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Callable
@@ -45,6 +46,7 @@ __all__ = [
     "PassThrough",
     "get_surrogate",
     "list_surrogates",
+    "surrogate_parameters",
     "spike_fn",
     "lif_step",
     "LIF",
@@ -167,6 +169,13 @@ _SURROGATES: dict[str, Callable[..., Surrogate]] = {
 def list_surrogates() -> list[str]:
     """Names accepted by :func:`get_surrogate`."""
     return sorted(_SURROGATES)
+
+
+def surrogate_parameters(name: str) -> list[str]:
+    """The keyword options of the surrogate ``name`` (e.g. ``["gamma"]`` for ``"pwl"``)."""
+    if name not in _SURROGATES:
+        raise ValueError(f"unknown surrogate {name!r}; choose one of {', '.join(list_surrogates())}")
+    return [p for p in inspect.signature(_SURROGATES[name]).parameters if p != "self"]
 
 
 def get_surrogate(surrogate: str | Surrogate = "pwl", **kwargs) -> Surrogate:

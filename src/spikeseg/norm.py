@@ -34,18 +34,124 @@ so that pre-activations start at the scale of the firing threshold (α = 1 in pl
 
 Both time-shared norms need the whole sequence of a layer in training, so a model using them
 trains with time folded into the batch (``step_mode="fold"``); evaluation runs in any mode.
+
+**Data parallelism.** Under ``torchrun`` every norm computes its batch statistics over the
+*global* batch (:func:`synchronise_norms`, SyncBatchNorm semantics, per timestep for BNTT):
+each process all-reduces its per-channel sums, so N processes with batch B/N normalise exactly
+like one process with batch B, in the forward pass and in the gradients.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BNTT", "TimeSharedBN", "NORMS"]
+__all__ = ["BNTT", "TimeSharedBN", "NORMS", "batch_norm", "SyncBatchNorm2d", "synchronise_norms"]
 
 NORMS = ("bntt", "bn", "tdbn", "none")
 """Normalisations a spiking model can be built with (``model.norm``)."""
+
+
+# --------------------------------------------------------------------------- synchronised BN
+
+
+def _all_reduce(t: Tensor) -> Tensor:
+    dist.all_reduce(t)
+    return t
+
+
+class _SyncBatchNormFn(torch.autograd.Function):
+    """Batch norm over the batch of every process: statistics from all-reduced channel sums."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps):
+        c = x.shape[1]
+        dims = [d for d in range(x.dim()) if d != 1]
+        count = torch.tensor([x.numel() / c], dtype=torch.float64, device=x.device)
+        s1 = torch.cat([x.sum(dims, dtype=torch.float64), count])
+        s1 = _all_reduce(s1)
+        n = float(s1[-1])
+        mean = (s1[:-1] / n).to(x.dtype)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        xc = x - mean.view(shape)
+        var = (_all_reduce((xc * xc).sum(dims, dtype=torch.float64)) / n).to(x.dtype)
+        invstd = torch.rsqrt(var + eps)
+        xhat = xc * invstd.view(shape)
+        y = xhat if weight is None else xhat * weight.view(shape)
+        if bias is not None:
+            y = y + bias.view(shape)
+        if running_mean is not None:
+            with torch.no_grad():
+                running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+                running_var.mul_(1 - momentum).add_(var * (n / max(n - 1, 1)), alpha=momentum)
+        ctx.save_for_backward(xhat, invstd, weight)
+        ctx.n = n
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        xhat, invstd, weight = ctx.saved_tensors
+        c = xhat.shape[1]
+        dims = [d for d in range(xhat.dim()) if d != 1]
+        shape = [1, c] + [1] * (xhat.dim() - 2)
+        dxhat = dy if weight is None else dy * weight.view(shape)
+        sums = torch.cat([dxhat.sum(dims, dtype=torch.float64),
+                          (dxhat * xhat).sum(dims, dtype=torch.float64)])
+        sums = (_all_reduce(sums) / ctx.n).to(dy.dtype)
+        mean_dxhat, mean_dxhat_xhat = sums[:c], sums[c:]
+        dx = (dxhat - mean_dxhat.view(shape) - xhat * mean_dxhat_xhat.view(shape)) \
+            * invstd.view(shape)
+        dw = (dy * xhat).sum(dims) if weight is not None and ctx.needs_input_grad[1] else None
+        db = dy.sum(dims) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dw, db, None, None, None, None
+
+
+def batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+               weight: Tensor | None, bias: Tensor | None, training: bool, momentum: float,
+               eps: float, sync: bool = False) -> Tensor:
+    """``F.batch_norm``, or its synchronised version over all processes when ``sync`` and
+    training in an initialised process group (the statistics of the global batch)."""
+    if sync and training and dist.is_available() and dist.is_initialized():
+        return _SyncBatchNormFn.apply(x, weight, bias, running_mean, running_var, momentum, eps)
+    return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+class SyncBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` (same parameters and state) whose training statistics are those of
+    the global batch under ``torchrun`` (CPU and GPU alike; torch's own SyncBatchNorm needs a
+    GPU)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.momentum is None or not self.track_running_stats:
+            return super().forward(x)
+        if self.training:
+            self.num_batches_tracked += 1
+        return batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                          self.training, self.momentum, self.eps, sync=True)
+
+
+def synchronise_norms(model: nn.Module) -> nn.Module:
+    """Make every norm of ``model`` compute global-batch statistics under ``torchrun``.
+
+    BNTT and time-shared norms switch their ``sync`` flag on; plain ``nn.BatchNorm2d`` layers
+    (ANN twins) are replaced in place by :class:`SyncBatchNorm2d` with the same state. Returns
+    ``model``. Outside a process group the model computes exactly as before.
+    """
+    for m in list(model.modules()):
+        if isinstance(m, (BNTT, TimeSharedBN)):
+            m.sync = True
+        for child_name, child in list(m.named_children()):
+            if type(child) is nn.BatchNorm2d:
+                new = SyncBatchNorm2d(child.num_features, child.eps, child.momentum,
+                                      child.affine, child.track_running_stats).to(
+                    device=child.running_mean.device if child.running_mean is not None else None)
+                new.load_state_dict(child.state_dict())
+                new.train(child.training)
+                setattr(m, child_name, new)
+    return model
 
 
 class BNTT(nn.Module):
@@ -86,6 +192,8 @@ class BNTT(nn.Module):
         self.register_buffer("running_mean", torch.zeros(timesteps, num_features))
         self.register_buffer("running_var", torch.ones(timesteps, num_features))
         self.register_buffer("num_batches_tracked", torch.zeros(timesteps, dtype=torch.long))
+        self.sync = False
+        """Global-batch statistics under torchrun (set by :func:`synchronise_norms`)."""
 
     def extra_repr(self) -> str:
         return (
@@ -108,9 +216,9 @@ class BNTT(nn.Module):
         if self.training and t < self.timesteps:
             self.num_batches_tracked[t] += 1
             # Views into the [T, C] buffers: batch_norm updates the rows in place.
-            return F.batch_norm(
+            return batch_norm(
                 x, self.running_mean[t], self.running_var[t], self._row(self.weight, t),
-                self._row(self.bias, t), True, self.momentum, self.eps,
+                self._row(self.bias, t), True, self.momentum, self.eps, sync=self.sync,
             )
         if self.training:
             raise RuntimeError(
@@ -159,6 +267,7 @@ class TimeSharedBN(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
+        self.sync = False
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
@@ -175,8 +284,8 @@ class TimeSharedBN(nn.Module):
         """Normalise ``[N, C, *]`` (in training: the whole sequence folded into ``N``)."""
         if self.training:
             self.num_batches_tracked += 1
-        return F.batch_norm(x, self.running_mean, self.running_var, self._weight(x), self.bias,
-                            self.training, self.momentum, self.eps)
+        return batch_norm(x, self.running_mean, self.running_var, self._weight(x), self.bias,
+                          self.training, self.momentum, self.eps, sync=self.sync)
 
     def step(self, x: Tensor, t: int) -> Tensor:
         """One timestep ``[B, C, *]`` in evaluation (training needs the whole sequence)."""

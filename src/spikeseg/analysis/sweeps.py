@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import IGNORE_INDEX
-from ..engine.evaluate import to_input, use_channels_last
+from ..engine.evaluate import batch_keys, to_input, use_channels_last
 from ..engine.metrics import ConfusionMatrix
 from ..progress import progress as progress_bar
 
@@ -60,14 +60,17 @@ def timestep_sweep(
     marks = sorted({int(t) for t in timesteps})
     cl = use_channels_last(device, None)
     model.eval()
-    gen = torch.Generator(device=device).manual_seed(seed)
     cms = {t: ConfusionMatrix(model.num_classes, IGNORE_INDEX) for t in marks}
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
     bar = progress_bar(loader, total=total, desc=f"T sweep to {marks[-1]}", disable=not progress)
-    for i, (x, y) in enumerate(bar):
+    n = 0
+    for i, batch in enumerate(bar):
         if max_batches is not None and i >= max_batches:
             break
-        logits = model.forward_checkpoints(to_input(x, device, cl), marks, generator=gen)
+        x, y = batch[0], batch[1]
+        keys = batch_keys(batch, seed, n, device)  # the streams evaluate() uses
+        n += y.shape[0]
+        logits = model.forward_checkpoints(to_input(x, device, cl), marks, keys=keys)
         for t, lg in logits.items():
             cms[t].update(lg.argmax(1).cpu(), y)
     bar.close()
@@ -116,7 +119,7 @@ def sweep_checkpoints(
     max_batches: int | None = None,
     device: str = "auto",
     data_root: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """mIoU against inference T for several checkpoints; writes CSV, JSON and a plot.
@@ -131,7 +134,13 @@ def sweep_checkpoints(
         ``{"curves": {label: [point dicts]}, "ann": {label: miou}, "files": [...]}``.
     """
     from ..engine.checkpoint import load_checkpoint
-    from ..engine.evaluate import checkpoint_dataset, evaluate, prepare_model, resolve_device
+    from ..engine.evaluate import (
+        checkpoint_dataset,
+        checkpoint_seed,
+        evaluate,
+        prepare_model,
+        resolve_device,
+    )
     from ..errors import SpikesegError
 
     marks = sorted({int(t) for t in timesteps})
@@ -148,6 +157,7 @@ def sweep_checkpoints(
     rows = []
     for i, ck in enumerate(checkpoints):
         model, meta = load_checkpoint(ck, map_location="cpu")
+        ck_seed = checkpoint_seed(meta) if seed is None else seed
         label = labels[i] if labels else _default_label(meta, ck)
         frames = model.timesteps
         ds = checkpoint_dataset(meta, model, split, frames, data_root, source=str(ck))
@@ -155,7 +165,7 @@ def sweep_checkpoints(
         model = prepare_model(model, dev)
         if not model.spiking:
             res = evaluate(model, loader, dev, max_batches=max_batches, progress=progress,
-                           desc=label)
+                           desc=label, seed=ck_seed)
             anns[label] = res.scores.miou
             rows.append([label, str(ck), "", res.scores.miou, res.scores.pixel_accuracy])
             continue
@@ -166,10 +176,10 @@ def sweep_checkpoints(
                 d = checkpoint_dataset(meta, model, split, t, data_root, source=str(ck))
                 return DataLoader(d, batch_size=batch_size, shuffle=False)
 
-            pts = window_sweep(model, make_loader, marks, dev, seed=seed,
+            pts = window_sweep(model, make_loader, marks, dev, seed=ck_seed,
                                max_batches=max_batches, progress=progress)
         else:
-            pts = timestep_sweep(model, loader, marks, dev, seed=seed, max_batches=max_batches,
+            pts = timestep_sweep(model, loader, marks, dev, seed=ck_seed, max_batches=max_batches,
                                  progress=progress)
         curves[label] = pts
         rows += [[label, str(ck), p.timesteps, p.miou, p.pixel_accuracy] for p in pts]

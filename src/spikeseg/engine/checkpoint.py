@@ -7,16 +7,15 @@ A checkpoint ``NAME`` is two files side by side:
   ``num_classes``, ``in_channels``, ``timesteps`` and options; the dataset and its class
   names; the epoch and metrics; the full training config; the spikeseg version.
 
-Either file's path, or the path without suffix, names the checkpoint. Files are written to a
-temporary name in the same folder and moved into place with :func:`os.replace`, so a crash
-never leaves a half-written checkpoint.
+Either file's path, or the path without suffix, names the checkpoint. Both files are written
+atomically (:mod:`spikeseg.io`: temp file, fsync, rename, fsync of the folder), weights first,
+so a crash never leaves a half-written file; a model with a NaN or infinite value is never
+saved.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import SpikesegError
+from ..io import atomic_write, atomic_write_text
 from ..models import build_from_metadata, model_entry, model_kind
 
 __all__ = [
@@ -34,41 +34,12 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_paths",
-    "atomic_write_bytes",
-    "atomic_torch_save",
+    "read_metadata",
+    "load_state",
+    "non_finite_entries",
 ]
 
 FORMAT = "spikeseg-checkpoint/1"
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
@@ -125,27 +96,36 @@ def save_checkpoint(
     """
     weights, meta_path = checkpoint_paths(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    bad = non_finite_entries(tensors)
+    if bad:
+        raise SpikesegError(
+            f"not saving checkpoint {weights.name}: {len(bad)} tensors hold NaN or infinite "
+            f"values (e.g. {bad[0]})"
+        )
     meta = {
         "format": FORMAT,
         "spikeseg_version": __version__,
         "model": model_metadata(model, model_name),
         **(extra or {}),
     }
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=weights.parent, prefix=f".{weights.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": FORMAT, "model": model_name})
-        os.replace(tmp, weights)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
+    atomic_write(weights, lambda tmp: save_file(tensors, tmp,
+                                                metadata={"format": FORMAT, "model": model_name}))
+    atomic_write_text(meta_path, json.dumps(meta, indent=2, default=str))
     return weights, meta_path
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The JSON metadata of checkpoint ``path`` (SpikesegError if missing or unreadable)."""
+    given = Path(path)
+    what = ("a checkpoint is a pair NAME.safetensors (weights) + NAME.json (metadata) written "
+            "by spikeseg train or convert; give either file or NAME")
+    if given.is_dir():
+        best = next((c for c in (given / "checkpoints" / "best.safetensors",
+                                 given / "best.safetensors") if c.is_file()), None)
+        hint = f" (did you mean {best}?)" if best else ""
+        raise SpikesegError(f"checkpoint {given} is a folder{hint}; {what}")
+    if given.is_file() and given.suffix not in (".safetensors", ".json"):
+        raise SpikesegError(f"{given} is not a spikeseg checkpoint; {what}")
     weights, meta_path = checkpoint_paths(path)
     if not weights.is_file() and not meta_path.is_file():
         raise SpikesegError(
@@ -223,3 +203,9 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
             "model or with other options"
         )
     model.load_state_dict(state)
+
+
+def non_finite_entries(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors in ``tensors`` that hold a NaN or an infinity."""
+    return [k for k, v in tensors.items()
+            if v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all())]

@@ -24,7 +24,8 @@ from torch.utils.data import Sampler
 
 from ..errors import SpikesegError
 
-__all__ = ["DistInfo", "init_distributed", "ShardSampler", "all_reduce_sum", "barrier"]
+__all__ = ["DistInfo", "init_distributed", "ShardSampler", "all_reduce_sum", "all_reduce_any",
+           "barrier"]
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,13 @@ class ShardSampler(Sampler[int]):
     ) -> None:
         self.n, self.info, self.shuffle, self.seed, self.drop_last = n, info, shuffle, seed, drop_last
         self.epoch = 0
+        self.skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Use the order of ``epoch``, leaving out the first ``skip`` indices of this shard
+        (to continue an epoch that was interrupted after ``skip`` samples)."""
         self.epoch = epoch
+        self.skip = int(skip)
 
     def _indices(self) -> list[int]:
         if self.shuffle:
@@ -93,7 +98,7 @@ class ShardSampler(Sampler[int]):
             order = list(range(self.n))
         if self.drop_last:
             order = order[: self.n - self.n % self.info.world_size]
-        return order[self.info.rank :: self.info.world_size]
+        return order[self.info.rank :: self.info.world_size][self.skip :]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._indices())
@@ -115,3 +120,12 @@ def barrier() -> None:
     """Wait for every process (no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def all_reduce_any(flag: bool, device: torch.device) -> bool:
+    """True if ``flag`` is true in any process (``flag`` itself in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t)
+    return bool(t.item() > 0)

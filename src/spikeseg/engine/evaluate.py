@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
+from .. import rng
 from ..config import DataConfig
 from ..data import IGNORE_INDEX, SegmentationDataset, build_dataset, dataset_accepts
 from ..errors import SpikesegError
@@ -20,6 +21,8 @@ from .distributed import all_reduce_sum
 from .metrics import ConfusionMatrix, SegmentationScores
 
 __all__ = [
+    "Indexed",
+    "batch_keys",
     "evaluate",
     "evaluate_checkpoint",
     "EvalResult",
@@ -27,6 +30,7 @@ __all__ = [
     "prepare_model",
     "build_split",
     "checkpoint_dataset",
+    "checkpoint_seed",
     "data_timesteps",
     "baseline_scores",
 ]
@@ -70,6 +74,34 @@ def to_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torc
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+class Indexed(Dataset):
+    """A dataset whose items are ``(input, label, index)``: the index keys the sample's random
+    streams (Poisson spikes, augmentation; :mod:`spikeseg.rng`)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.info = getattr(dataset, "info", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i]
+        return x, y, i
+
+
+def batch_keys(batch: tuple | list, seed: int, start: int, device: torch.device,
+               epoch: int = 0) -> torch.Tensor:
+    """Per-sample Poisson keys of a batch ``(x, y[, index])``: from the indices an
+    :class:`Indexed` dataset gives, else from the running position ``start, start + 1, ...``
+    (right for loaders that read a dataset in order)."""
+    if len(batch) >= 3:
+        idx = torch.as_tensor(batch[2]).reshape(-1)
+    else:
+        idx = torch.arange(start, start + batch[1].shape[0])
+    return rng.sample_keys(seed, "poisson", idx, epoch=epoch, device=device)
 
 
 def build_split(
@@ -147,27 +179,33 @@ def evaluate(
         loader: yields ``(input, label)`` batches.
         timesteps: T for spiking models on static input (default: the model's).
         max_batches: stop after this many batches.
-        seed: seed of the Poisson encoder, so that evaluation is repeatable.
-        transform: applied to each input batch on the device (e.g. added noise).
+        seed: seed of the Poisson encoder: sample ``i`` is coded by the stream keyed by
+            ``(seed, i)`` (:mod:`spikeseg.rng`), the same in every evaluation path and for any
+            batch size or number of processes.
+        transform: applied to each input batch on the device (e.g. added noise); called as
+            ``transform(x)``, or ``transform(x, keys=keys)`` (the batch's per-sample keys,
+            :mod:`spikeseg.rng`) if it has a ``keys`` parameter.
     """
     device = torch.device(device)
     cl = use_channels_last(device, channels_last)
     model.eval()
-    gen = torch.Generator(device=device).manual_seed(seed)
     ds = loader.dataset
     num_classes = model.num_classes
     cm = ConfusionMatrix(num_classes, IGNORE_INDEX)
     n = 0
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
     bar = progress_bar(loader, total=total, desc=desc, disable=not progress)
-    for i, (x, y) in enumerate(bar):
+    takes_keys = transform is not None and _takes_keys(transform)
+    for i, batch in enumerate(bar):
         if max_batches is not None and i >= max_batches:
             break
+        x, y = batch[0], batch[1]
+        keys = batch_keys(batch, seed, n, device)
         x = to_input(x, device, cl)
         if transform is not None:
-            x = transform(x)
+            x = transform(x, keys=keys) if takes_keys else transform(x)
         if getattr(model, "spiking", False):
-            logits = model(x, timesteps=timesteps, generator=gen)
+            logits = model(x, timesteps=timesteps, keys=keys)
         else:
             logits = model(x)
         try:
@@ -185,6 +223,15 @@ def evaluate(
     return EvalResult(cm.compute(), list(names), t, n)
 
 
+def _takes_keys(fn: Callable) -> bool:
+    import inspect
+
+    try:
+        return "keys" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
@@ -195,26 +242,39 @@ def evaluate_checkpoint(
     data_root: str | None = None,
     max_batches: int | None = None,
     progress: bool = True,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> tuple[EvalResult, dict[str, Any]]:
     """Evaluate checkpoint ``checkpoint`` on the dataset it was trained on.
+
+    Args:
+        seed: seed of the Poisson streams (default: the run's training seed, so the score
+            equals the validation mIoU the run recorded).
 
     Returns:
         ``(result, metadata)``.
     """
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, map_location="cpu")
+    if seed is None:
+        seed = checkpoint_seed(meta)
     # Event datasets give a model as many frames as the timesteps it runs for.
     frames = timesteps or model.timesteps
     ds = checkpoint_dataset(meta, model, split, frames, data_root, source=str(checkpoint))
     data = DataConfig(**meta["config"]["data"])
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=data.num_workers)
+    loader = DataLoader(Indexed(ds), batch_size=batch_size, shuffle=False,
+                        num_workers=data.num_workers)
     model = prepare_model(model, dev)
     result = evaluate(
         model, loader, dev, timesteps=timesteps, max_batches=max_batches, progress=progress,
         seed=seed,
     )
     return result, meta
+
+
+def checkpoint_seed(meta: dict) -> int:
+    """The training seed a checkpoint's run used (0 if it records none)."""
+    seed = meta.get("config", {}).get("train", {}).get("seed", 0)
+    return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else 0
 
 
 def checkpoint_dataset(

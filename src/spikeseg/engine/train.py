@@ -1,26 +1,48 @@
 """Training with surrogate-gradient BPTT (ANNs with plain backprop), the paper's recipe.
 
 Defaults (section 5.1.2): Adam, lr 3e-3, batch 16, 60 epochs, lr ÷10 at 50% of the epochs,
-spatial cross-entropy (eq. (5)) ignoring label 255. A run writes to ``out_dir/name/``::
+spatial cross-entropy (eq. (5)) over the labelled pixels (255 ignored). A run writes to
+``out_dir/name/`` (see :mod:`spikeseg.engine.rundir` for the guarantees)::
 
-    config.yaml               the resolved configuration
-    metrics.csv               one row per epoch (loss, lr, validation mIoU, ...)
-    checkpoints/epoch_NNN.*   a checkpoint per epoch (safetensors + json)
-    checkpoints/best.*        the best validation mIoU so far
-    checkpoints/last.*        the latest epoch, and train_state.pt to resume from it
+    config.yaml                       what runs (resume changes are applied to it and logged)
+    metrics.csv                       one row per epoch (loss, lr, validation mIoU, ...)
+    resumes.jsonl                     the settings each resume changed, if any
+    checkpoints/epoch_NNN.*           a checkpoint per epoch (safetensors + json)
+    checkpoints/best.*                the best validation mIoU so far
+    checkpoints/last.*                the latest epoch
+    checkpoints/train_state.safetensors   what --resume continues from (no pickle)
 
-Everything is written atomically after each epoch, so ``train(cfg, resume=True)`` (CLI:
-``--resume``) continues an interrupted run from its last completed epoch with the same
-optimizer, scheduler and random state.
+**Resume.** ``train(cfg, resume=True)`` (CLI ``--resume``) continues from the last saved state:
+the end of the last completed epoch, or the step where SIGTERM stopped the run. Optimizer,
+model, BN statistics, RNG states and the partial epoch are restored, and the data order and
+spike trains are functions of ``(seed, epoch, sample index)``, so a resumed run ends
+bit-identical to an uninterrupted one. A resume that changes a setting either applies it
+explicitly (:data:`SAFE_ON_RESUME`: epochs, the learning-rate schedule, evaluation settings,
+device and threads — recorded in ``resumes.jsonl`` and ``config.yaml``) or is refused with the
+list of changed settings.
+
+**Signals.** SIGTERM (e.g. a cluster's pre-emption) lets the current step finish, saves the
+state and returns; the run continues with ``--resume``. A SIGKILL at any instant leaves a run
+that ``--resume`` continues: from the last saved state, or from the beginning if none was
+saved yet.
+
+**Divergence.** A NaN or infinite loss, gradient, weight or BN statistic stops the run with a
+message; no checkpoint with a non-finite value is written, the last good one stays.
+
+**Data parallelism** (``torchrun``): norms use global-batch statistics
+(:func:`spikeseg.norm.synchronise_norms`), spike trains come from per-sample keys, and the
+loss is normalised by the global number of labelled pixels, so N processes with batch B/N
+compute the same step as one process with batch B.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import random
+import signal
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +51,25 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .. import __version__
+from .. import rng
 from ..config import Config, save_config
 from ..data import IGNORE_INDEX
 from ..errors import SpikesegError
 from ..models import count_parameters, create, model_entry
+from ..neurons import get_surrogate, list_surrogates, surrogate_parameters
+from ..norm import synchronise_norms
 from ..progress import progress as progress_bar
-from .checkpoint import atomic_torch_save, load_state, save_checkpoint
-from .distributed import ShardSampler, all_reduce_sum, barrier, init_distributed
+from .checkpoint import load_state, non_finite_entries, save_checkpoint
+from .distributed import (
+    ShardSampler,
+    all_reduce_any,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+)
 from .evaluate import (
     EvalResult,
+    Indexed,
     build_split,
     data_timesteps,
     evaluate,
@@ -46,13 +77,18 @@ from .evaluate import (
     resolve_device,
     to_input,
 )
+from .rundir import METRIC_FIELDS, RunLock, append_resume_record, write_metrics
+from .state import STATE_NAME, load_train_state, save_train_state
 
-__all__ = ["train", "TrainResult", "segmentation_loss"]
+__all__ = ["train", "TrainResult", "segmentation_loss", "SAFE_ON_RESUME", "METRIC_FIELDS",
+           "build_model", "lr_at_epoch"]
 
-METRIC_FIELDS = [
-    "epoch", "lr", "train_loss", "train_pixel_accuracy", "val_miou", "val_pixel_accuracy",
-    "val_mean_accuracy", "epoch_seconds",
-]
+SAFE_ON_RESUME = frozenset({
+    "train.epochs", "train.lr", "train.lr_milestones", "train.lr_gamma", "train.eval_every",
+    "train.eval_timesteps", "train.max_val_batches", "train.report", "train.threads",
+    "train.device", "train.out_dir", "data.num_workers", "data.root",
+})
+"""Settings a resume may change: they are applied from the resumed epoch on and recorded."""
 
 
 @dataclass
@@ -65,6 +101,11 @@ class TrainResult:
     last_eval: EvalResult | None
     best_checkpoint: Path
     last_checkpoint: Path
+    interrupted: bool = False
+    """True when SIGTERM stopped the run (its state is saved: continue with --resume)."""
+    epochs_done: int = 0
+    changes: dict[str, list] = field(default_factory=dict)
+    """Settings this resume changed: ``{key: [saved, new]}``."""
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -89,49 +130,148 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _milestones(cfg: Config) -> list[int]:
-    """LR milestones in epochs (fractions < 1 are of the total epochs)."""
-    out = []
-    for m in cfg.train.lr_milestones:
-        e = int(round(m * cfg.train.epochs)) if 0 < m < 1 else int(m)
-        if e < 0:
-            raise SpikesegError(f"train.lr_milestones: {m} is negative")
-        out.append(e)
-    return sorted(out)
+def lr_at_epoch(cfg: Config, epoch: int) -> float:
+    """The learning rate of (0-based) ``epoch``: ``lr · gamma^(milestones passed)``.
+
+    A milestone ``m`` in (0, 1] is the epoch ``max(1, round(m · epochs))``; an int is an epoch
+    number. From that epoch on (0-based index ``>= milestone``) the factor applies, so with 60
+    epochs and ``[0.5]`` epochs 31-60 train at lr/10, and a 1-epoch run trains at lr.
+    """
+    t = cfg.train
+    passed = 0
+    for m in t.lr_milestones:
+        e = max(1, int(round(m * t.epochs))) if isinstance(m, float) else int(m)
+        passed += epoch >= e
+    return t.lr * t.lr_gamma ** passed
 
 
 def _optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     t = cfg.train
     if t.optimizer == "adam":
         return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, amsgrad=t.amsgrad)
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
-    raise SpikesegError(f"train.optimizer must be 'adam' or 'sgd', not {t.optimizer!r}")
+    return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+
+
+def _check_surrogate(cfg: Config) -> None:
+    m = cfg.model
+    try:
+        get_surrogate(m.surrogate, **m.surrogate_options)
+    except ValueError as e:
+        raise SpikesegError(f"model.surrogate: {e}") from None
+    except TypeError:
+        valid = surrogate_parameters(m.surrogate)
+        bad = sorted(set(m.surrogate_options) - set(valid))
+        raise SpikesegError(
+            f"model.surrogate_options: the {m.surrogate} surrogate has no option "
+            f"{', '.join(map(repr, bad)) or repr(list(m.surrogate_options))}; valid options: "
+            f"{', '.join(valid) or 'none'} (surrogates: {', '.join(list_surrogates())})"
+        ) from None
 
 
 def build_model(cfg: Config, num_classes: int, in_channels: int) -> torch.nn.Module:
     """The model of ``cfg.model`` for a dataset with these classes and channels."""
     try:
         entry = model_entry(cfg.model.name)
+    except ValueError as e:
+        raise SpikesegError(f"model: {e}") from None
+    if entry.spiking:
+        _check_surrogate(cfg)
+    try:
         return create(
             cfg.model.name, num_classes, in_channels, timesteps=cfg.model.timesteps,
             **cfg.model.model_options(entry.spiking),
         )
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise SpikesegError(f"model: {e}") from None
 
 
-def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
-
-
-def _fmt(v: float) -> str:
+def _fmt(v: float | None) -> str:
     return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k in ("model", "data", "train") and not prefix:
+            out.update(_flatten(v, f"{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_changes(saved: dict, new: dict) -> dict[str, list]:
+    """``{dotted key: [saved value, new value]}`` for every setting that differs."""
+    a, b = _flatten(saved), _flatten(new)
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+class _StopSignal:
+    """SIGTERM sets a flag instead of killing: the loop saves after the current step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+
+    def __enter__(self) -> _StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _first_non_finite(model: torch.nn.Module, grads: bool) -> str | None:
+    """Name of the first parameter (gradient) or buffer holding a NaN or an infinity."""
+    tensors = {}
+    for name, p in model.named_parameters():
+        t = p.grad if grads else p
+        if t is not None:
+            tensors[name + (".grad" if grads else "")] = t.detach()
+    if not grads:
+        tensors.update({n: b.detach() for n, b in model.named_buffers()})
+    floats = [(n, t) for n, t in tensors.items() if t.is_floating_point() and t.numel()]
+    if not floats:
+        return None
+    ok = torch.stack([torch.isfinite(t).all() for _, t in floats])
+    if bool(ok.all()):
+        return None
+    return floats[int((~ok).nonzero()[0])][0]
+
+
+def _run_directory(cfg: Config, resume: bool, is_main: bool, enabled: bool) -> tuple[Path, str]:
+    t = cfg.train
+    name = t.name or f"{cfg.model.name}-{cfg.data.dataset}"
+    out = Path(t.out_dir)
+    if out.exists() and not out.is_dir():
+        raise SpikesegError(f"train.out_dir {out} is a file, not a folder; choose another out_dir")
+    run_dir = out / name
+    if resume:
+        if not run_dir.is_dir():
+            known = sorted(p.name for p in out.iterdir() if p.is_dir()) if out.is_dir() else []
+            raise SpikesegError(
+                f"nothing to resume in {run_dir}: no such run"
+                + (f" (runs in {out}: {', '.join(known[:8])})" if known else "")
+            )
+        if not (run_dir / "config.yaml").is_file() and not (
+                run_dir / "checkpoints" / STATE_NAME).is_file():
+            raise SpikesegError(f"nothing to resume in {run_dir}: it is not a spikeseg run "
+                                f"(no config.yaml, no checkpoints/{STATE_NAME})")
+    elif run_dir.exists() and is_main:
+        # Never overwrite a run: take the next free name (name-2, name-3, ...).
+        n = 2
+        while (out / f"{name}-{n}").exists():
+            n += 1
+        name = f"{name}-{n}"
+    if enabled:  # every process uses rank 0's choice of name
+        box = [name]
+        torch.distributed.broadcast_object_list(box, src=0)
+        name = box[0]
+    return out / name, name
 
 
 def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print) -> TrainResult:
@@ -139,8 +279,8 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
 
     Args:
         cfg: the run configuration.
-        resume: continue the run in ``out_dir/name`` from its last completed epoch.
-        progress: show progress bars.
+        resume: continue the run in ``out_dir/name`` from its last saved state.
+        progress: show progress (a bar on a terminal, plain lines otherwise).
         log: where to send the per-epoch lines (``print`` by default).
     """
     t = cfg.train
@@ -157,177 +297,252 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
     info = train_set.info
     model = build_model(cfg, info.num_classes, info.in_channels)
     spiking = model_entry(cfg.model.name).spiking
-    name = t.name or f"{cfg.model.name}-{cfg.data.dataset}"
-    run_dir = Path(t.out_dir) / name
-    ck_dir = run_dir / "checkpoints"
-    state_path = ck_dir / "train_state.pt"
-    if resume and not state_path.is_file():
-        raise SpikesegError(f"nothing to resume in {run_dir}: {state_path.name} not found")
-    if not resume and run_dir.exists() and info_d.is_main:
-        # Never overwrite a run: take the next free name (name-2, name-3, ...).
-        n = 2
-        while (Path(t.out_dir) / f"{name}-{n}").exists():
-            n += 1
-        name = f"{name}-{n}"
-    if info_d.enabled:  # every process uses rank 0's choice of name
-        box = [name]
-        torch.distributed.broadcast_object_list(box, src=0)
-        name = box[0]
-    run_dir = Path(t.out_dir) / name
-    ck_dir, state_path = run_dir / "checkpoints", run_dir / "checkpoints" / "train_state.pt"
-    cfg.train.name = name
-    if info_d.is_main:
-        ck_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    if not resume:
-        log(f"run directory {run_dir} (if interrupted, continue with --set train.name={name} --resume)")
 
+    run_dir, name = _run_directory(cfg, resume, info_d.is_main, info_d.enabled)
+    ck_dir, state_path = run_dir / "checkpoints", run_dir / "checkpoints" / STATE_NAME
+    cfg.train.name = name
+    lock = RunLock(run_dir)
+    try:
+        if info_d.is_main:
+            try:
+                ck_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise SpikesegError(f"cannot create the run directory {run_dir}: "
+                                    f"{e.strerror or e}") from None
+            lock.acquire()
+        barrier()
+        return _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set,
+                             model, spiking, run_dir, ck_dir, state_path)
+    finally:
+        lock.release()
+
+
+def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set, model, spiking,
+                  run_dir, ck_dir, state_path) -> TrainResult:
+    t = cfg.train
+    info = train_set.info
+    if not resume:
+        log(f"run directory {run_dir} (if interrupted, continue with "
+            f"--set train.name={run_dir.name} --resume)")
     cl = t.channels_last
     model = prepare_model(model, device, cl)
     net = model  # the plain module (not the DDP wrapper): attributes, evaluation, checkpoints
     optimizer = _optimizer(cfg, model.parameters())
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, _milestones(cfg), gamma=t.lr_gamma)
-    start_epoch, best_miou, best_epoch = 0, -1.0, -1
-    if resume:
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        load_state(net, state["model"], source=str(state_path))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best_miou, best_epoch = state["epoch"] + 1, state["best_miou"], state["best_epoch"]
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        log(f"resuming {run_dir} after epoch {state['epoch'] + 1}")
+    start_epoch, start_step, best_miou, best_epoch = 0, 0, -1.0, -1
+    rows: list[dict[str, Any]] = []
+    partial = {"loss_sum": 0.0, "correct": 0, "labelled": 0, "seconds": 0.0}
+    changes: dict[str, list] = {}
+    if resume and state_path.is_file():
+        model_state, opt_state, doc = load_train_state(state_path)
+        changes = config_changes(doc["config"], cfg.to_dict())
+        refused = {k: v for k, v in changes.items() if k not in SAFE_ON_RESUME}
+        if refused:
+            shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(refused.items())[:6])
+            raise SpikesegError(
+                f"cannot resume {run_dir} with changed settings ({shown}): a resume continues "
+                f"the saved run; only {', '.join(sorted(SAFE_ON_RESUME))} may change. Start a "
+                "new run instead (without --resume)"
+            )
+        load_state(net, model_state, source=str(state_path))
+        try:
+            optimizer.load_state_dict(opt_state)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise SpikesegError(f"resume state {state_path}: the optimizer state does not fit "
+                                f"({e})") from None
+        start_epoch, start_step = int(doc["epoch"]), int(doc["step"])
+        best_miou, best_epoch = float(doc["best_miou"]), int(doc["best_epoch"])
+        rows = [r for r in doc["rows"] if int(r["epoch"]) <= start_epoch]
+        partial = dict(doc.get("partial") or partial) if start_step else partial
+        where = f"epoch {start_epoch + 1}, step {start_step}" if start_step else \
+            f"after epoch {start_epoch}"
+        log(f"resuming {run_dir} {where}")
+        if changes and info_d.is_main:
+            append_resume_record(run_dir, {"time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                           "epoch": start_epoch, "step": start_step,
+                                           "changes": changes})
+            log("changed on resume: " + "; ".join(f"{k} {a!r} -> {b!r}"
+                                                  for k, (a, b) in changes.items()))
+    elif resume:
+        log(f"resuming {run_dir}: no epoch was saved yet, starting from the beginning")
+    if info_d.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+        write_metrics(run_dir / "metrics.csv", rows)
 
     # The shuffle is seeded by (seed, epoch), so a resumed run sees the same order; under
     # torchrun each process takes its own shard.
+    train_idx = Indexed(train_set)
     train_sampler = ShardSampler(len(train_set), info_d, shuffle=True, seed=t.seed, drop_last=True)
     if len(train_sampler) < t.batch_size:
         raise SpikesegError(
             f"training split has {len(train_sampler)} samples per process, fewer than "
             f"train.batch_size={t.batch_size}"
         )
+    steps = len(train_sampler) // t.batch_size
+    if t.max_steps_per_epoch is not None:
+        steps = min(steps, t.max_steps_per_epoch)
     train_loader = DataLoader(
-        train_set, batch_size=t.batch_size, sampler=train_sampler, drop_last=True,
+        train_idx, batch_size=t.batch_size, sampler=train_sampler, drop_last=True,
         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
     )
-    val_loader = DataLoader(val_set, batch_size=t.batch_size, num_workers=cfg.data.num_workers,
+    val_loader = DataLoader(Indexed(val_set), batch_size=t.batch_size,
+                            num_workers=cfg.data.num_workers,
                             sampler=ShardSampler(len(val_set), info_d, shuffle=False))
     if info_d.enabled:
+        synchronise_norms(net)
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None
+            net, device_ids=[device] if device.type == "cuda" else None
         )
+    world = info_d.world_size
     log(
-        f"{cfg.model.name}: {count_parameters(model) / 1e6:.2f} M parameters, "
+        f"{cfg.model.name}: {count_parameters(net) / 1e6:.2f} M parameters, "
         f"{info.num_classes} classes, {len(train_set)} train / {len(val_set)} val images, "
-        f"device {device}" + (f" x {info_d.world_size} processes" if info_d.enabled else "")
+        f"device {device}" + (f" x {world} processes" if info_d.enabled else "")
         + (f", T={cfg.model.timesteps}" if spiking else "")
     )
     cl_on = device.type == "cpu" if cl is None else cl
-    steps = len(train_loader) if t.max_steps_per_epoch is None else min(
-        len(train_loader), t.max_steps_per_epoch)
     last_eval: EvalResult | None = None
     meta_base = {
         "config": cfg.to_dict(),
         "dataset": {"name": info.name, "class_names": info.class_names,
                     "in_channels": info.in_channels, "temporal": info.temporal},
     }
-    for epoch in range(start_epoch, t.epochs):
-        train_sampler.set_epoch(epoch)
-        model.train()
-        t0 = time.perf_counter()
-        loss_sum, correct, labelled = 0.0, 0, 0
-        bar = progress_bar(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress)
-        for i, (x, y) in enumerate(train_loader):
-            if i >= steps:
-                break
-            check_labels(y, info.num_classes, f"training batch {i + 1} of epoch {epoch + 1}")
-            x = to_input(x, device, cl_on)
-            y = y.to(device, non_blocking=True)
-            logits = model(x)
-            loss = segmentation_loss(logits, y)
-            if not torch.isfinite(loss):
-                raise SpikesegError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
-                    "lower train.lr or set train.grad_clip"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            optimizer.step()
-            with torch.no_grad():
-                mask = y != IGNORE_INDEX
-                correct += int((logits.argmax(1)[mask] == y[mask]).sum())
-                labelled += int(mask.sum())
-            loss_sum += loss.item()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / (i + 1):.4f}")
-        bar.close()
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        loss_sum, n_steps, correct, labelled = all_reduce_sum(
-            [loss_sum, float(steps), float(correct), float(labelled)], device)
-        row: dict[str, Any] = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(n_steps, 1),
-            "train_pixel_accuracy": correct / max(labelled, 1),
-        }
-        is_last = epoch + 1 == t.epochs
-        if (epoch + 1) % t.eval_every == 0 or is_last:
-            last_eval = evaluate(
-                net, val_loader, device, timesteps=t.eval_timesteps,
-                max_batches=t.max_val_batches, progress=progress, seed=t.seed,
-                channels_last=cl, desc="validate",
-            )
-            s = last_eval.scores
-            row.update(val_miou=s.miou, val_pixel_accuracy=s.pixel_accuracy,
-                       val_mean_accuracy=s.mean_accuracy)
-        row["epoch_seconds"] = time.perf_counter() - t0
-        miou = row.get("val_miou")
-        improved = miou is not None and not math.isnan(miou) and miou > best_miou
-        if improved:
-            best_miou, best_epoch = miou, epoch + 1
-        if info_d.is_main:
-            _save_epoch(run_dir, cfg, net, optimizer, scheduler, row, meta_base, last_eval,
-                        epoch, improved, best_miou, best_epoch)
-        barrier()
 
-        log(
-            f"epoch {epoch + 1:3d}/{t.epochs}  loss {_fmt(row['train_loss'])}  "
-            f"train pixel acc {_fmt(row['train_pixel_accuracy'])}  "
-            + (f"val mIoU {_fmt(miou)}  val pixel acc {_fmt(row['val_pixel_accuracy'])}  "
-               if miou is not None else "")
-            + f"lr {lr:.2g}  {row['epoch_seconds']:.0f}s" + ("  *best" if improved else "")
-        )
-    if best_epoch < 0 and info_d.is_main:
+    def state_payload(epoch: int, step: int, part: dict) -> dict[str, Any]:
+        return {"epoch": epoch, "step": step, "partial": part, "best_miou": best_miou,
+                "best_epoch": best_epoch, "rows": rows, "config": cfg.to_dict()}
+
+    def save_state(epoch: int, step: int, part: dict) -> None:
+        if info_d.is_main:
+            bad = non_finite_entries(net.state_dict())
+            if bad:
+                raise SpikesegError(f"not saving the resume state: {bad[0]} is not finite")
+            save_train_state(state_path, net.state_dict(), optimizer,
+                             state_payload(epoch, step, part))
+
+    interrupted = False
+    with _StopSignal() as stop:
+        for epoch in range(start_epoch, t.epochs):
+            lr = lr_at_epoch(cfg, epoch)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            skip = start_step if epoch == start_epoch else 0
+            part = dict(partial) if skip else {"loss_sum": 0.0, "correct": 0, "labelled": 0,
+                                                "seconds": 0.0}
+            train_sampler.set_epoch(epoch, skip=skip * t.batch_size)
+            model.train()
+            t0 = time.perf_counter()
+            bar = progress_bar(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}",
+                               disable=not progress)
+            bar.update(skip)
+            step = skip
+            for x, y, idx in train_loader:
+                if step >= steps:
+                    break
+                where = f"epoch {epoch + 1}, step {step + 1}"
+                check_labels(y, info.num_classes, f"training batch {step + 1} of epoch {epoch + 1}")
+                x = to_input(x, device, cl_on)
+                y = y.to(device, non_blocking=True)
+                keys = rng.sample_keys(t.seed, "poisson", idx, epoch=epoch + 1, device=device)
+                logits = model(x, keys=keys) if spiking and x.dim() == 4 else model(x)
+                labelled_here = (y != IGNORE_INDEX).sum()
+                total = all_reduce_sum([float(labelled_here)], device)[0]
+                loss_sum = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
+                loss = loss_sum / max(total, 1.0)
+                if not torch.isfinite(loss):
+                    raise SpikesegError(
+                        f"training diverged at {where}: the loss became {loss.item()}; "
+                        + _last_good(ck_dir, rows) + f"; lower train.lr (now {t.lr:g}) or set "
+                        "train.grad_clip"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                (loss * world).backward()  # DDP averages over processes: undo it
+                if t.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                bad = _first_non_finite(net, grads=True)
+                if bad is None:
+                    optimizer.step()
+                    bad = _first_non_finite(net, grads=False)
+                if bad is not None:
+                    raise SpikesegError(
+                        f"training diverged at {where}: {bad} became NaN or infinite; "
+                        + _last_good(ck_dir, rows) + f"; lower train.lr (now {t.lr:g}) or set "
+                        "train.grad_clip"
+                    )
+                with torch.no_grad():
+                    mask = y != IGNORE_INDEX
+                    part["correct"] += int((logits.argmax(1)[mask] == y[mask]).sum())
+                    part["labelled"] += int(mask.sum())
+                part["loss_sum"] += float(loss.detach())
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{part['loss_sum'] / step:.4f}")
+                if all_reduce_any(stop.requested, device) and step < steps:
+                    part["seconds"] += time.perf_counter() - t0
+                    save_state(epoch, step, part)
+                    interrupted = True
+                    break
+            bar.close()
+            if interrupted:
+                log(f"stopped by SIGTERM at epoch {epoch + 1}, step {step}; state saved, "
+                    f"continue with --set train.name={run_dir.name} --resume")
+                break
+            part["seconds"] += time.perf_counter() - t0
+            t_train_end = time.perf_counter()
+            loss_sum_g, correct, labelled = all_reduce_sum(
+                [part["loss_sum"], float(part["correct"]), float(part["labelled"])], device)
+            row: dict[str, Any] = {
+                "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum_g / max(steps, 1) / world,
+                "train_pixel_accuracy": correct / max(labelled, 1),
+            }
+            is_last = epoch + 1 == t.epochs
+            if (epoch + 1) % t.eval_every == 0 or is_last:
+                last_eval = evaluate(
+                    net, val_loader, device, timesteps=t.eval_timesteps,
+                    max_batches=t.max_val_batches, progress=progress, seed=t.seed,
+                    channels_last=cl, desc="validate",
+                )
+                s = last_eval.scores
+                row.update(val_miou=s.miou, val_pixel_accuracy=s.pixel_accuracy,
+                           val_mean_accuracy=s.mean_accuracy)
+            row["epoch_seconds"] = part["seconds"] + (time.perf_counter() - t_train_end)
+            miou = row.get("val_miou")
+            improved = miou is not None and not math.isnan(miou) and miou > best_miou
+            if improved:
+                best_miou, best_epoch = miou, epoch + 1
+            rows = [r for r in rows if int(r["epoch"]) != epoch + 1] + [row]
+            if info_d.is_main:
+                meta = {**meta_base, "epoch": epoch + 1, "metrics": dict(row)}
+                if last_eval is not None and "val_miou" in row:
+                    meta["eval"] = last_eval.as_dict()
+                save_checkpoint(ck_dir / f"epoch_{epoch + 1:03d}", net, cfg.model.name, meta)
+                save_checkpoint(ck_dir / "last", net, cfg.model.name, meta)
+                if improved:
+                    save_checkpoint(ck_dir / "best", net, cfg.model.name, meta)
+                save_state(epoch + 1, 0, {})
+                write_metrics(run_dir / "metrics.csv", rows)
+            barrier()
+            log(
+                f"epoch {epoch + 1:3d}/{t.epochs}  loss {_fmt(row['train_loss'])}  "
+                f"train pixel acc {_fmt(row['train_pixel_accuracy'])}  "
+                + (f"val mIoU {_fmt(miou)}  val pixel acc {_fmt(row['val_pixel_accuracy'])}  "
+                   if miou is not None else "")
+                + f"lr {lr:.2g}  {row['epoch_seconds']:.0f}s" + ("  *best" if improved else "")
+            )
+    if not interrupted and best_epoch < 0 and info_d.is_main:
         # No evaluation happened (e.g. resumed after the last epoch): keep "best" meaningful.
-        save_checkpoint(ck_dir / "best", net, cfg.model.name, meta_base)
+        if not (ck_dir / "best.safetensors").is_file():
+            save_checkpoint(ck_dir / "best", net, cfg.model.name, meta_base)
     barrier()
     return TrainResult(
         run_dir=run_dir, best_miou=best_miou, best_epoch=best_epoch, last_eval=last_eval,
         best_checkpoint=ck_dir / "best.safetensors", last_checkpoint=ck_dir / "last.safetensors",
+        interrupted=interrupted, epochs_done=len(rows), changes=changes,
     )
 
 
-def _save_epoch(run_dir, cfg, net, optimizer, scheduler, row, meta_base, last_eval, epoch,
-                improved, best_miou, best_epoch) -> None:
-    """Write an epoch's metrics row, checkpoints and resumable training state (rank 0)."""
-    ck_dir = run_dir / "checkpoints"
-    _append_csv(run_dir / "metrics.csv", row)
-    meta = {**meta_base, "epoch": epoch + 1, "metrics": dict(row)}
-    if last_eval is not None and "val_miou" in row:
-        meta["eval"] = last_eval.as_dict()
-    save_checkpoint(ck_dir / f"epoch_{epoch + 1:03d}", net, cfg.model.name, meta)
-    save_checkpoint(ck_dir / "last", net, cfg.model.name, meta)
-    if improved:
-        save_checkpoint(ck_dir / "best", net, cfg.model.name, meta)
-    atomic_torch_save(
-        {
-            "epoch": epoch, "best_miou": best_miou, "best_epoch": best_epoch,
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "spikeseg_version": __version__,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
-        },
-        ck_dir / "train_state.pt",
-    )
+def _last_good(ck_dir: Path, rows: list[dict]) -> str:
+    if rows:
+        return (f"nothing was saved from this epoch; the last good checkpoint is "
+                f"{ck_dir / 'last.safetensors'} (epoch {max(int(r['epoch']) for r in rows)})")
+    return "no checkpoint was saved"
+
