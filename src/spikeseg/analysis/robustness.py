@@ -195,11 +195,13 @@ class Corruption:
 
     name: str
     title: str
-    """For tables and plots, e.g. ``"Gaussian blur"``."""
+    """What it is, in a sentence, e.g. ``"Gaussian blur"``, ``"salt-and-pepper noise"``."""
     parameter: str
-    """The level's meaning and unit, e.g. ``"σ (pixels)"``."""
+    """The level's meaning and unit, e.g. ``"standard deviation σ in pixels"``."""
     symbol: str
     """Short label of a level in table headers, e.g. ``"σ"`` or ``"q"``."""
+    axis: str
+    """Axis label of the level in plots, e.g. ``"Gaussian blur σ (pixels)"``."""
     random: bool
     """Whether it draws random numbers (seeded per level)."""
 
@@ -207,9 +209,13 @@ class Corruption:
 CORRUPTIONS = {
     c.name: c
     for c in (
-        Corruption("gaussian_noise", "Gaussian noise", "σ (input units)", "σ", True),
-        Corruption("gaussian_blur", "Gaussian blur", "σ (pixels)", "σ", False),
-        Corruption("salt_pepper", "Salt-and-pepper", "fraction of pixels", "q", True),
+        Corruption("gaussian_noise", "Gaussian noise", "standard deviation σ in input units",
+                   "σ", "Gaussian noise σ", True),
+        Corruption("gaussian_blur", "Gaussian blur",
+                   "standard deviation σ in pixels of the model's input", "σ",
+                   "Gaussian blur σ (pixels)", False),
+        Corruption("salt_pepper", "salt-and-pepper noise", "fraction q of the pixels corrupted",
+                   "q", "salt-and-pepper fraction q", True),
     )
 }
 """The corruptions :func:`corruption_robustness` knows, by name."""
@@ -251,6 +257,7 @@ def corruption_robustness(
     device: torch.device | str = "cpu",
     *,
     value_range: tuple[float, float] | None = (0.0, 1.0),
+    clean_miou: float | None = None,
     timesteps: int | None = None,
     seed: int = 0,
     max_batches: int | None = None,
@@ -265,6 +272,9 @@ def corruption_robustness(
         levels: the levels; 0 (clean) is always evaluated first, repeats are dropped.
         value_range: salt-and-pepper's ``(low, high)``: ``(0, 1)`` for images, None for event
             frames (see :func:`salt_and_pepper`).
+        clean_miou: the model's mIoU on the clean inputs of ``loader`` with the same
+            ``seed``, when already measured (e.g. by the report): level 0 is then not
+            evaluated again.
         timesteps: T of a spiking model on static input (default: the model's).
         seed: seeds the corruption (per level) and the Poisson encoder.
 
@@ -285,6 +295,10 @@ def corruption_robustness(
     clean = float("nan")
     symbol = CORRUPTIONS[corruption].symbol
     for level in order:
+        if level == 0.0 and clean_miou is not None:
+            clean = float(clean_miou)
+            points.append(CorruptionPoint(0.0, clean, relative_drop(clean, clean)))
+            continue
         gen = torch.Generator(device=device).manual_seed(seed)
         r = evaluate(model, loader, device, timesteps=timesteps, max_batches=max_batches,
                      seed=seed, progress=progress,

@@ -129,28 +129,65 @@ def parse_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     return size
 
 
-def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
-    """Read an image file (JPEG, PNG, ...), converted to ``mode``.
+_WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+"""Pillow modes of 16-bit (``I;16*``) and 32-bit signed (``I``) grey images."""
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """A 16- or 32-bit integer grey image rescaled to 8 bits (``L``); others unchanged.
+
+    ``I;16*``: ``v8 = round(v / 257)``, so 0 → 0 and 65535 → 255 (257 = 65535 / 255).
+    ``I`` (32-bit signed): the same when every value lies in 0..65535 (Pillow opens some
+    16-bit files, e.g. TIFFs, as ``I``), else ``round(max(v, 0) / (2³¹ − 1) · 255)``.
+    """
+    if im.mode not in _WIDE_GREY:
+        return im
+    v = np.asarray(im).astype(np.float64)
+    sixteen = im.mode != "I" or v.size == 0 or (v.min() >= 0 and v.max() <= 65535)
+    top = 65535.0 if sixteen else float(2**31 - 1)
+    return Image.fromarray(np.rint(np.clip(v, 0, top) * (255.0 / top)).astype(np.uint8), "L")
+
+
+def read_image(
+    path: str | Path,
+    mode: str = "RGB",
+    *,
+    what: str = "image",
+    missing_hint: str = "check the dataset folder",
+    corrupt_hint: str = "extract or download it again",
+) -> np.ndarray:
+    """Read an image file (JPEG, PNG, TIFF, ...), converted to ``mode``.
+
+    8-bit images are converted by Pillow (grey, palette, CMYK and RGBA to RGB; alpha
+    dropped). 16-bit and 32-bit integer grey images, which Pillow's ``convert`` would clip at
+    255 (a 0-61380 ramp would become 99.5% white), are first rescaled to the 8-bit range by
+    their type's maximum: ``v8 = round(v / 257)`` for 16 bits (65535 → 255), and
+    ``round(v / (2³¹ − 1) · 255)`` for 32 bits unless every value fits 16 bits (then as 16-bit
+    data: Pillow opens some 16-bit files as 32-bit ``I``). 16-bit RGB(A) PNGs are reduced to
+    8 bits per channel by Pillow itself (the high byte).
 
     Args:
         path: the file.
-        mode: ``"RGB"`` (grey, palette, CMYK and RGBA images are converted; alpha dropped)
-            or ``"L"`` (grey).
+        mode: ``"RGB"`` or ``"L"`` (grey).
+        what: how errors name the file (e.g. ``"input image"``).
+        missing_hint: the fix an error suggests for a missing file.
+        corrupt_hint: the fix an error suggests for an unreadable one.
 
     Returns:
         ``uint8 [H, W, 3]`` for ``"RGB"``, ``uint8 [H, W]`` for ``"L"``.
 
     Raises:
-        SpikesegError: missing, unreadable, truncated or corrupt file (naming it).
+        SpikesegError: missing, unreadable, truncated or corrupt file, or one too large to
+            decode safely (a decompression bomb), in one line naming it.
     """
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert(mode))  # convert() decodes: truncation fails here
+            return np.asarray(_to_8bit(im).convert(mode))  # decoding: truncation fails here
     except FileNotFoundError:
-        raise SpikesegError(f"image {path} not found; check the dataset folder") from None
+        raise SpikesegError(f"{what} {path} not found; {missing_hint}") from None
     except _READ_ERRORS as e:
         raise SpikesegError(
-            f"image {path} is unreadable or corrupt ({e}); extract or download it again"
+            f"{what} {path} is unreadable or corrupt ({e}); {corrupt_hint}"
         ) from None
 
 
