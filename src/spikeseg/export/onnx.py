@@ -190,7 +190,8 @@ def write_onnx(
     gen = torch.Generator().manual_seed(0)
     x = _example(shape, example_batch, model, gen)
     batch_axis = shape.index("B")
-    wrapper = OnnxForward(model, T if model.spiking else None)
+    # Both in evaluation mode: the legacy exporter restores the wrapper's mode recursively.
+    wrapper = OnnxForward(model, T if model.spiking else None).eval()
     was_training = model.training
     model.eval()
     path = Path(path)
@@ -207,6 +208,19 @@ def write_onnx(
         if dynamic:
             kwargs["dynamic_axes"] = {in_name: {batch_axis: "batch"}, "logits": {0: "batch"}}
     try:
+        _export(wrapper, x, path, kwargs, model)
+        summary = _summary(onnx, model, path, name, in_name, shape, dynamic, example_batch,
+                           (h, w), T, dynamo)
+        summary.update(
+            _verify(model, wrapper, path, shape, example_batch, dynamic, tolerance) if verify
+            else {"verified": False, "max_abs_diff": None, "note": "not run (verify=False)"})
+    finally:
+        model.train(was_training)
+    return summary
+
+
+def _export(wrapper: nn.Module, x: Tensor, path: Path, kwargs: dict, model: nn.Module) -> None:
+    try:
         with torch.no_grad(), _quiet():
             torch.onnx.export(wrapper, (x,), str(path), **kwargs)
     except SpikesegError:
@@ -217,18 +231,20 @@ def write_onnx(
             f"ONNX export of {model_label(model)} failed ({type(e).__name__}: {first}); "
             "try dynamo=False (the legacy exporter)"
         ) from None
-    finally:
-        model.train(was_training)
+
+
+def _summary(onnx, model, path, name, in_name, shape, dynamic, example_batch, size, T,
+             dynamo) -> dict[str, Any]:
     proto = onnx.load(str(path), load_external_data=False)
     opset_used = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
                      default=None)
-    summary: dict[str, Any] = {
+    b = "B" if dynamic else example_batch
+    return {
         "format": "onnx",
         "path": str(path),
         "model": name or model_label(model),
-        "input": {in_name: shape if dynamic else [example_batch if d == "B" else d
-                                                  for d in shape]},
-        "output": {"logits": ["B" if dynamic else example_batch, model.num_classes, h, w]},
+        "input": {in_name: [b if d == "B" else d for d in shape]},
+        "output": {"logits": [b, model.num_classes, *size]},
         "timesteps": T or None,
         "opset": opset_used,
         "exporter": "torch.export (dynamo)" if dynamo else "torchscript (legacy)",
@@ -236,9 +252,6 @@ def write_onnx(
         "kept": _kept(model, T),
         "left_out": _left_out(model, in_name),
     }
-    summary.update(_verify(model, wrapper, path, shape, example_batch, dynamic, tolerance)
-                   if verify else {"verified": False, "max_abs_diff": None})
-    return summary
 
 
 def _kept(model: nn.Module, T: int) -> list[str]:
@@ -256,35 +269,57 @@ def _left_out(model: nn.Module, in_name: str) -> list[str]:
     if model.spiking and in_name == "frames":
         out.insert(0, f"input coding ({model.encoding}): static images are rate-coded outside "
                       "the graph; feed pre-encoded spikes or event frames [T, B, C, H, W]")
-    if getattr(model, "input_mean", None) is not None and not (
-            model.spiking and model.encoding == "direct") and model.spiking:
+    if model.spiking and model.encoding == "poisson_signed" and in_name == "frames":
         out.insert(0, "input_mean is subtracted by the signed Poisson coder, outside the graph")
     return out
 
 
 def _verify(model, wrapper, path, shape, example_batch, dynamic, tolerance) -> dict[str, Any]:
+    """onnxruntime against PyTorch on a fresh batch (another size than the example's when
+    the batch axis is dynamic).
+
+    ANN logits must agree within the tolerance. A spiking network is chaotic in float32: a
+    membrane within rounding of θ may spike in one runtime and not in the other (their
+    convolutions sum in different orders), and the flip spreads through later layers and
+    timesteps. So for spiking models a difference beyond the tolerance is reported
+    (``verified`` False, with the fraction of logits within tolerance and the per-pixel
+    label agreement), not raised.
+    """
     try:
         import onnxruntime as ort
     except ImportError:
-        return {"verified": False, "max_abs_diff": None}
+        return {"verified": False, "max_abs_diff": None,
+                "note": "onnxruntime is not installed: the file was not run"}
     batch = example_batch + 1 if dynamic else example_batch
     x = _example(shape, batch, model, torch.Generator().manual_seed(1))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            ref = wrapper(x)
-    finally:
-        model.train(was_training)
-    diff = float((got - ref).abs().max())
-    bad = (got - ref).abs() > tolerance * (1 + ref.abs())
-    if got.shape != ref.shape or bool(bad.any()):
+    with torch.no_grad():
+        ref = wrapper(x)
+    if got.shape != ref.shape or not bool(torch.isfinite(got).all()):
         raise SpikesegError(
-            f"the ONNX file {path} differs from PyTorch by up to {diff:.3g} (batch of {batch}); "
-            "report this with the model's options, or export with dynamo=False"
+            f"the ONNX file {path} returns {tuple(got.shape)} (finite: "
+            f"{bool(torch.isfinite(got).all())}) where PyTorch returns {tuple(ref.shape)}; "
+            "export with dynamo=False, or report this with the model's options"
         )
-    return {"verified": True, "max_abs_diff": diff, "verified_batch": batch}
+    err = (got - ref).abs()
+    ok = err <= tolerance * (1 + ref.abs())
+    out: dict[str, Any] = {
+        "verified": bool(ok.all()), "max_abs_diff": float(err.max()), "verified_batch": batch,
+        "within_tolerance": float(ok.float().mean()),
+        "label_agreement": float((got.argmax(1) == ref.argmax(1)).float().mean()),
+    }
+    if not out["verified"]:
+        if not model.spiking:
+            raise SpikesegError(
+                f"the ONNX file {path} differs from PyTorch by up to {out['max_abs_diff']:.3g} "
+                f"(tolerance {tolerance:g}); export with dynamo=False, or report this"
+            )
+        out["note"] = (
+            "spikes flipped where a membrane lies within float32 rounding of the threshold "
+            "(onnxruntime and PyTorch round convolutions differently) and spread over later "
+            "layers and steps; compare accuracy, not bits"
+        )
+    return out
