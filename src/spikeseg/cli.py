@@ -61,18 +61,140 @@ def _scores_table(result) -> str:
     )
 
 
+# -- argument types: a bad value is one line naming the flag ----------------------------
+
+
+def positive_int(text: str) -> int:
+    """An int >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {v}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    """An int >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {v}")
+    return v
+
+
+def _number_list(text: str, *, kind: type, lo: float, what: str) -> list:
+    try:
+        vals = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated {what}, got {text!r}") from None
+    if not vals or any(not math.isfinite(v) or v < lo for v in vals):
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+    return vals
+
+
+def timestep_list(text: str) -> list[int]:
+    """Comma-separated ints >= 1 (e.g. ``5,10,20``)."""
+    return _number_list(text, kind=int, lo=1, what="timesteps (ints >= 1)")
+
+
+def level_list(text: str) -> list[float]:
+    """Comma-separated numbers >= 0 (e.g. ``0,0.1,0.2``)."""
+    return _number_list(text, kind=float, lo=0.0, what="numbers >= 0")
+
+
+def percentile(text: str) -> float:
+    """A number in (0, 100]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 100], got {text!r}") from None
+    if not (0 < v <= 100):
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 100], got {v:g}")
+    return v
+
+
+def output_file(text: str) -> str:
+    """A file to write: not an existing folder, inside a folder that is not a file."""
+    p = Path(text)
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{parent} is a file, not a folder")
+            break
+    return text
+
+
+def output_dir(text: str) -> str:
+    """A folder to write into: not an existing file."""
+    p = Path(text)
+    if p.exists() and not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a folder")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{parent} is a file, not a folder")
+            break
+    return text
+
+
+def existing_file(text: str) -> str:
+    """A file that exists."""
+    p = Path(text)
+    if not p.exists():
+        raise argparse.ArgumentTypeError(f"{text} not found")
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file")
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (``spikeseg: error: ...``) and exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sub = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        print(f"spikeseg: error: {sub + ': ' if sub else ''}{message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default (and the subcommands' help) in ``--help``."""
+
+
 # -- subcommands ----------------------------------------------------------------------------
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _resume_config(args: argparse.Namespace):
+    """The config of ``train``: with ``--resume`` and no ``--config``, the run's own
+    config.yaml with the ``--set`` overrides on top (what the run was, plus what changes)."""
     from .config import load_config
+
+    if not args.resume or args.config:
+        return load_config(args.config, args.set)
+    probe = load_config(None, args.set)
+    name = probe.train.name or f"{probe.model.name}-{probe.data.dataset}"
+    saved = Path(probe.train.out_dir) / name / "config.yaml"
+    return load_config(saved if saved.is_file() else None, args.set)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     from .engine.evaluate import baseline_scores, build_split, data_timesteps
     from .engine.train import train
 
-    cfg = load_config(args.config, args.set)
+    cfg = _resume_config(args)
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports
+    if result.interrupted:
+        print(f"stopped by SIGTERM; state saved in {result.run_dir} (continue with "
+              f"--set train.name={result.run_dir.name} --resume)")
+        return 0
     frames = data_timesteps(cfg.model.name, cfg.model.timesteps)
     base = baseline_scores(build_split(cfg.data, "val", frames))
     print()
@@ -112,11 +234,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     r = write_report(
         args.checkpoint, args.out, ann_checkpoint=args.ann_checkpoint,
-        sigmas=_floats(args.sigmas), timesteps=[int(t) for t in _floats(args.timesteps)]
-        if args.timesteps else None, num_pictures=args.pictures, batch_size=args.batch_size,
-        max_batches=args.max_batches, energy_model=args.energy_model,
-        first_layer=args.first_layer, device=args.device, data_root=args.data_root,
-        progress=not args.no_progress,
+        sigmas=args.sigmas, timesteps=args.timesteps, num_pictures=args.pictures,
+        batch_size=args.batch_size, max_batches=args.max_batches,
+        energy_model=args.energy_model, first_layer=args.first_layer, device=args.device,
+        data_root=args.data_root, progress=not args.no_progress,
     )
     snn = r["snn"]
     print(f"{r['model']['name']}: mIoU {snn['miou']:.4f} (T={snn['timesteps']})"
@@ -126,11 +247,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SpikesegError(f"expected comma-separated numbers, got {text!r}") from None
+def _write_json(path: str, data: dict) -> None:
+    from .io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -139,15 +259,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result, meta = evaluate_checkpoint(
         args.checkpoint, timesteps=args.timesteps, split=args.split, batch_size=args.batch_size,
         device=args.device, data_root=args.data_root, max_batches=args.max_batches,
-        progress=not args.no_progress,
+        progress=not args.no_progress, seed=args.seed,
     )
     print(f"{meta['model']['name']} on {meta.get('dataset', {}).get('name', '?')} ({args.split})")
     print(_scores_table(result))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"checkpoint": str(args.checkpoint), **result.as_dict()}, indent=2))
-        print(f"scores written to {out}")
+        _write_json(args.out, {"checkpoint": str(args.checkpoint), **result.as_dict()})
+        print(f"scores written to {args.out}")
     return 0
 
 
@@ -159,7 +277,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
     for r in records:
         top = sorted(r["classes"].items(), key=lambda kv: -kv[1])[:4]
-        print(f"{r['input']} -> {r['pair']}  ({', '.join(f'{k} {v:.0%}' for k, v in top)})")
+        print(f"{r['input']} -> {r['pair']}  ({', '.join(f'{k!r} {v:.0%}' for k, v in top)})")
     print(f"{len(records)} prediction(s) written to {args.out}")
     return 0
 
@@ -192,7 +310,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     labels = args.label or None
     r = sweep_checkpoints(
-        args.checkpoint, [int(t) for t in _floats(args.timesteps)], args.out, labels,
+        args.checkpoint, args.timesteps, args.out, labels,
         split=args.split, batch_size=args.batch_size, max_batches=args.max_batches,
         device=args.device, data_root=args.data_root, seed=args.seed,
         progress=not args.no_progress,
@@ -237,17 +355,29 @@ def _yaml_options(pairs: Sequence[str]) -> dict:
     return out
 
 
+def _image_size(text: str) -> int | list[int]:
+    try:
+        size = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H or H,W, got {text!r}") from None
+    if len(size) not in (1, 2) or min(size) < 4:
+        raise argparse.ArgumentTypeError(f"expected H or H,W (each >= 4), got {text!r}")
+    return size if len(size) == 2 else size[0]
+
+
 def cmd_data_info(args: argparse.Namespace) -> int:
     from .data.info import dataset_summary
 
-    size = [int(v) for v in _floats(args.image_size)]
     r = dataset_summary(
         args.dataset, args.root, splits=args.split or ("train", "val"),
-        image_size=size if len(size) == 2 else size[0], timesteps=args.timesteps,
+        image_size=args.image_size, timesteps=args.timesteps,
         options=_yaml_options(args.option), max_samples=None if args.all else args.max_samples,
         progress=not args.no_progress,
     )
-    print(f"{r['dataset']} at {r['root'] or '(default location)'}: {r['num_classes']} classes, "
+    where = r["root"] or "the default location"
+    if not r["root"] and r.get("resolved_root"):
+        where = f"{r['resolved_root']} (the default location)"
+    print(f"{r['dataset']} at {where}: {r['num_classes']} classes, "
           f"{r['in_channels']} input channels" + (", time series" if r["temporal"] else ""))
     rows = [(s["split"], s["size"], s["scanned"], "x".join(map(str, s["input_shape"])),
              s["input_dtype"], f"{s['input_range'][0]:.3g}..{s['input_range'][1]:.3g}",
@@ -259,10 +389,8 @@ def cmd_data_info(args: argparse.Namespace) -> int:
             for name in r["class_names"]]
     print(format_table(hist, ["class"] + [f"{s['split']} pixels" for s in r["splits"]]))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(r, indent=2))
-        print(f"\nwritten to {out}")
+        _write_json(args.out, r)
+        print(f"\nwritten to {args.out}")
     return 0
 
 
@@ -296,152 +424,222 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # -- parser ---------------------------------------------------------------------------------
 
+SPLITS = ("train", "val")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
+def _common(p: argparse.ArgumentParser, *, data: bool = True, batch: bool = True,
+            split: str | None = None, progress: bool = True) -> None:
+    """Options many subcommands share."""
+    if split is not None:
+        p.add_argument("--split", default=split, choices=SPLITS,
+                       help="the dataset split to read")
+    if batch:
+        p.add_argument("--batch-size", type=positive_int, default=16,
+                       help="images per forward pass")
+        p.add_argument("--max-batches", type=positive_int, default=None,
+                       help="read only the first N batches (quick looks; default: all)")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when available), cpu, cuda or cuda:N")
+    if data:
+        p.add_argument("--data-root", default=None,
+                       help="the dataset's folder, if it moved since training "
+                            "(default: where the checkpoint says)")
+    if progress:
+        p.add_argument("--no-progress", action="store_true",
+                       help="no progress display (a bar on a terminal, plain lines otherwise)")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="spikeseg",
+    p = _Parser(
+        prog="spikeseg", formatter_class=_Help,
         description="Semantic segmentation with spiking neural networks.",
     )
-    p.add_argument("--version", action="version", version=f"spikeseg {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"spikeseg {__version__}",
+                   help="print the version and exit")
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an unexpected internal error")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                           metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a model from a YAML config")
-    t.add_argument("--config", help="YAML config (see configs/); defaults are the paper's")
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=_Help)
+
+    t = add("train", "train a model from a YAML config")
+    t.add_argument("--config", default=None,
+                   help="YAML config (see configs/); default: the paper's settings, or with "
+                        "--resume the run's own config.yaml")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=0.001 (repeatable)")
     t.add_argument("--resume", action="store_true",
-                   help="continue the run in out_dir/name from its last completed epoch")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+                   help="continue the run out_dir/name from its last saved state; epochs, "
+                        "the LR schedule and evaluation settings may change (recorded), "
+                        "anything else is refused")
+    t.add_argument("--no-progress", action="store_true",
+                   help="no progress display (a bar on a terminal, plain lines otherwise)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="evaluate a checkpoint on its dataset")
-    e.add_argument("--checkpoint", required=True, help="checkpoint (.safetensors or .json)")
-    e.add_argument("--timesteps", type=int, help="T at inference (default: as trained)")
-    e.add_argument("--split", default="val")
-    e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--data-root", help="dataset folder, if not where it was during training")
-    e.add_argument("--max-batches", type=int, help="evaluate on the first N batches only")
-    e.add_argument("--out", help="write the scores to this JSON file")
-    e.add_argument("--no-progress", action="store_true")
+    e = add("evaluate", "evaluate a checkpoint on its dataset")
+    e.add_argument("--checkpoint", required=True,
+                   help="checkpoint: NAME.safetensors, NAME.json or NAME")
+    e.add_argument("--timesteps", type=positive_int, default=None,
+                   help="T at inference (default: as trained)")
+    e.add_argument("--seed", type=non_negative_int, default=None,
+                   help="seed of the Poisson spike streams (default: the run's training seed)")
+    e.add_argument("--out", type=output_file, default=None,
+                   help="also write the scores to this JSON file")
+    _common(e, split="val")
     e.set_defaults(func=cmd_evaluate)
 
-    r = sub.add_parser("predict", help="segment image files and write PNG masks and pictures")
-    r.add_argument("--checkpoint", required=True)
-    r.add_argument("inputs", nargs="+", metavar="INPUT", help="image files")
-    r.add_argument("--out", required=True, help="output folder")
-    r.add_argument("--timesteps", type=int)
-    r.add_argument("--device", default="auto")
+    r = add("predict", "segment image files and write PNG masks and pictures")
+    r.add_argument("--checkpoint", required=True,
+                   help="checkpoint: NAME.safetensors, NAME.json or NAME")
+    r.add_argument("inputs", nargs="+", metavar="INPUT", help="image files (PNG, JPEG, ...)")
+    r.add_argument("--out", required=True, type=output_dir, help="output folder")
+    r.add_argument("--timesteps", type=positive_int, default=None,
+                   help="T at inference (default: as trained)")
+    _common(r, data=False, batch=False, progress=False)
     r.set_defaults(func=cmd_predict)
 
-    a = sub.add_parser("report", help="analyses of a spiking checkpoint: report.md/html/json + PNGs")
+    a = add("report", "analyses of a spiking checkpoint: report.md/html/json + PNGs")
     a.add_argument("--checkpoint", required=True, help="the spiking model's checkpoint")
-    a.add_argument("--ann-checkpoint", help="its ANN twin, for energy/robustness comparison")
-    a.add_argument("--out", required=True, help="output folder")
-    a.add_argument("--sigmas", default="0,0.05,0.1,0.2,0.3", help="Gaussian noise levels")
-    a.add_argument("--timesteps", help="inference T of the sweep, e.g. 5,10,20,40 "
-                   "(default T/4, T/2, T, 2T, 4T)")
-    a.add_argument("--pictures", type=int, default=6, help="prediction triplets to draw")
-    a.add_argument("--batch-size", type=int, default=16)
-    a.add_argument("--max-batches", type=int, help="limit every evaluation (quick looks)")
+    a.add_argument("--ann-checkpoint", default=None,
+                   help="its ANN twin, for the energy, robustness and accuracy comparison")
+    a.add_argument("--out", required=True, type=output_dir, help="output folder")
+    a.add_argument("--sigmas", type=level_list, default=[0.0, 0.05, 0.1, 0.2, 0.3],
+                   help="Gaussian noise levels σ, comma-separated")
+    a.add_argument("--timesteps", type=timestep_list, default=None,
+                   help="inference T of the sweep, e.g. 5,10,20,40 (default T/4, T/2, T, 2T, 4T)")
+    a.add_argument("--pictures", type=non_negative_int, default=6,
+                   help="prediction triplets to draw")
     a.add_argument("--energy-model", default="45nm_fp32",
-                   help="45nm_fp32 (the paper's table 5), 45nm_fp16, 45nm_int32, 45nm_int8")
+                   choices=["45nm_fp32", "45nm_fp16", "45nm_int32", "45nm_int8"],
+                   help="energy per operation (45nm_fp32 is the paper's table 5)")
     a.add_argument("--first-layer", default="mac", choices=["mac", "ac"],
                    help="price the first layer as MACs (real-valued input) or ACs (spikes)")
-    a.add_argument("--device", default="auto")
-    a.add_argument("--data-root", help="dataset folder, if not where it was during training")
-    a.add_argument("--no-progress", action="store_true")
+    _common(a)
     a.set_defaults(func=cmd_report)
 
-    c = sub.add_parser("convert", help="convert a trained ANN checkpoint into an SNN")
+    c = add("convert", "convert a trained ANN checkpoint into an SNN")
     c.add_argument("--checkpoint", required=True, help="the ANN's checkpoint (deeplab or fcn)")
-    c.add_argument("--out", required=True, help="checkpoint to write (name or .safetensors)")
+    c.add_argument("--out", required=True, type=output_file,
+                   help="checkpoint to write (NAME or NAME.safetensors)")
     c.add_argument("--method", default="layer", choices=["layer", "channel"],
                    help="one threshold per layer (Sengupta et al.) or per channel (Spiking-YOLO)")
-    c.add_argument("--percentile", type=float, default=100.0,
+    c.add_argument("--percentile", type=percentile, default=100.0,
                    help="percentile of the per-neuron maxima (100 = max; 99.9 is robust)")
     c.add_argument("--source", default="snn", choices=["snn", "ann"],
                    help="statistics of spiking input currents (layer by layer) or ANN activations")
-    c.add_argument("--calibration-images", type=int, default=64)
-    c.add_argument("--calibration-timesteps", type=int, default=64)
-    c.add_argument("--timesteps", type=int, default=1000, help="default inference T")
+    c.add_argument("--calibration-images", type=positive_int, default=64,
+                   help="training images used to find the thresholds")
+    c.add_argument("--calibration-timesteps", type=positive_int, default=64,
+                   help="timesteps per calibration run (source snn)")
+    c.add_argument("--timesteps", type=positive_int, default=1000,
+                   help="default inference T of the converted model")
     c.add_argument("--encoding", default="poisson", choices=["poisson", "direct"],
                    help="coding of static images in the converted SNN")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--device", default="auto")
-    c.add_argument("--data-root", help="dataset folder, if not where it was during training")
-    c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the calibration images' choice and spikes")
+    _common(c, batch=False)
     c.set_defaults(func=cmd_convert)
 
-    w = sub.add_parser("sweep", help="mIoU against inference timesteps (CSV, JSON, plot)")
+    w = add("sweep", "mIoU against inference timesteps (CSV, JSON, plot)")
     w.add_argument("--checkpoint", required=True, action="append",
                    help="a checkpoint (repeat to compare several in one plot)")
-    w.add_argument("--label", action="append", help="legend label per --checkpoint")
-    w.add_argument("--timesteps", default="5,10,20,50,100,250,500,1000",
+    w.add_argument("--label", action="append", default=None,
+                   help="legend label per --checkpoint (default: from the checkpoint)")
+    w.add_argument("--timesteps", type=timestep_list, default=[5, 10, 20, 50, 100, 250, 500, 1000],
                    help="comma-separated T values (one streaming pass to the largest)")
-    w.add_argument("--out", required=True, help="output folder")
-    w.add_argument("--split", default="val")
-    w.add_argument("--batch-size", type=int, default=16)
-    w.add_argument("--max-batches", type=int, help="only the first N batches")
-    w.add_argument("--seed", type=int, default=0)
-    w.add_argument("--device", default="auto")
-    w.add_argument("--data-root")
-    w.add_argument("--no-progress", action="store_true")
+    w.add_argument("--out", required=True, type=output_dir, help="output folder")
+    w.add_argument("--seed", type=non_negative_int, default=None,
+                   help="seed of the Poisson spike streams (default: each run's training seed)")
+    _common(w, split="val")
     w.set_defaults(func=cmd_sweep)
 
-    v = sub.add_parser("activations",
-                       help="per-channel / per-position activation spread of an ANN (figure 4)")
+    v = add("activations", "per-channel / per-position activation spread of an ANN (figure 4)")
     v.add_argument("--checkpoint", required=True, help="the ANN's checkpoint")
-    v.add_argument("--out", required=True, help="output folder")
-    v.add_argument("--split", default="train")
-    v.add_argument("--batch-size", type=int, default=16)
-    v.add_argument("--max-batches", type=int)
-    v.add_argument("--device", default="auto")
-    v.add_argument("--data-root")
-    v.add_argument("--no-progress", action="store_true")
+    v.add_argument("--out", required=True, type=output_dir, help="output folder")
+    _common(v, split="train")
     v.set_defaults(func=cmd_activations)
 
-    d = sub.add_parser("data", help="dataset tools: info, make-mnist-cifar")
-    dsub = d.add_subparsers(dest="data_command", required=True)
-    di = dsub.add_parser("info", help="split sizes, class histogram and sample shapes")
-    di.add_argument("--dataset", required=True, help="builtin, builtin_events, voc, "
-                    "mnist_cifar, ddd17, dsec")
-    di.add_argument("--root", help="the dataset's folder")
-    di.add_argument("--split", action="append", help="only this split (repeatable)")
-    di.add_argument("--image-size", default="64", help="H or H,W as in data.image_size")
-    di.add_argument("--timesteps", type=int, help="frames per sample (event datasets)")
+    d = add("data", "dataset tools: info, make-mnist-cifar")
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser,
+                            metavar="TOOL")
+    di = dsub.add_parser("info", help="split sizes, class histogram and sample shapes",
+                         description="split sizes, class histogram and sample shapes",
+                         formatter_class=_Help)
+    di.add_argument("--dataset", required=True,
+                    help="builtin, builtin_events, voc, mnist_cifar, ddd17 or dsec")
+    di.add_argument("--root", default=None,
+                    help="the dataset's folder (default: the dataset's default location)")
+    di.add_argument("--split", action="append", choices=SPLITS, default=None,
+                    help="only this split (repeatable; default: train and val)")
+    di.add_argument("--image-size", type=_image_size, default=64,
+                    help="H or H,W as in data.image_size")
+    di.add_argument("--timesteps", type=positive_int, default=None,
+                    help="frames per sample (event datasets; default: the dataset's)")
     di.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="a dataset option, as in data.options (repeatable)")
-    di.add_argument("--max-samples", type=int, default=200,
+    di.add_argument("--max-samples", type=positive_int, default=200,
                     help="labels scanned per split for the histogram")
     di.add_argument("--all", action="store_true", help="scan every sample")
-    di.add_argument("--out", help="also write the summary as JSON")
-    di.add_argument("--no-progress", action="store_true")
+    di.add_argument("--out", type=output_file, default=None,
+                    help="also write the summary as JSON")
+    di.add_argument("--no-progress", action="store_true", help="no progress display")
     di.set_defaults(func=cmd_data_info)
     dm = dsub.add_parser("make-mnist-cifar",
-                         help="generate the MNIST-on-CIFAR10 set from local MNIST and CIFAR-10")
+                         help="generate the MNIST-on-CIFAR10 set from local MNIST and CIFAR-10",
+                         description="generate the MNIST-on-CIFAR10 set from local MNIST and "
+                                     "CIFAR-10", formatter_class=_Help)
     dm.add_argument("--mnist", required=True, help="folder with the MNIST IDX files")
     dm.add_argument("--cifar", required=True, help="folder with cifar-10-batches-py")
-    dm.add_argument("--out", required=True, help="output folder")
-    dm.add_argument("--num-train", type=int, default=48000)
-    dm.add_argument("--num-test", type=int, default=12000)
-    dm.add_argument("--labels", default="binary", choices=["binary", "digits"])
-    dm.add_argument("--seed", type=int, default=0)
-    dm.add_argument("--no-progress", action="store_true")
+    dm.add_argument("--out", required=True, type=output_dir, help="output folder")
+    dm.add_argument("--num-train", type=positive_int, default=48000,
+                    help="training samples to generate")
+    dm.add_argument("--num-test", type=positive_int, default=12000,
+                    help="test samples to generate")
+    dm.add_argument("--labels", default="binary", choices=["binary", "digits"],
+                    help="binary masks (the paper) or 11 classes (background + digits)")
+    dm.add_argument("--seed", type=non_negative_int, default=0, help="generation seed")
+    dm.add_argument("--no-progress", action="store_true", help="no progress display")
     dm.set_defaults(func=cmd_data_make_mnist_cifar)
 
-    m = sub.add_parser("models", help="list the available models")
-    m.add_argument("--num-classes", type=int, default=21)
-    m.add_argument("--in-channels", type=int, default=3)
-    m.add_argument("--timesteps", type=int, default=20)
-    m.add_argument("--width", type=float, default=1.0)
+    m = add("models", "list the available models with their parameter counts")
+    m.add_argument("--num-classes", type=positive_int, default=21,
+                   help="classes the counts are for")
+    m.add_argument("--in-channels", type=positive_int, default=3,
+                   help="input channels the counts are for")
+    m.add_argument("--timesteps", type=positive_int, default=20, help="T of spiking models")
+    m.add_argument("--width", type=_positive_float, default=1.0,
+                   help="channel multiplier (1.0 = Table 1)")
     m.set_defaults(func=cmd_models)
     return p
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or "out of memory" in str(e).lower()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``spikeseg`` command."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``spikeseg`` command.
+
+    Exit status: 0 done; 2 a problem with the input (one line ``spikeseg: error: ...``);
+    1 an unexpected internal error (one line; ``--debug`` shows the traceback); 130 Ctrl-C.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a bad argument (already printed)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    debug = args.debug or os.environ.get("SPIKESEG_DEBUG") == "1"
     try:
         return int(args.func(args) or 0)
     except SpikesegError as e:
@@ -450,6 +648,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spikeseg: interrupted (a training run continues with --resume)", file=sys.stderr)
         return 130
+    except OSError as e:
+        if debug:
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"spikeseg: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the last line of defence
+        if debug:
+            raise
+        if _out_of_memory(e):
+            print("spikeseg: error: out of memory; lower train.batch_size, model.timesteps, "
+                  "data.image_size or model.width (or --batch-size)", file=sys.stderr)
+            return 2
+        first = (str(e).splitlines() or [""])[0]
+        print(f"spikeseg: internal error: {type(e).__name__}: {first} (a bug in spikeseg; "
+              "rerun with --debug for the traceback and report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,7 +78,8 @@ def dataset_summary(
             ``None`` scans all.
 
     Returns:
-        ``{"dataset", "root", "num_classes", "class_names", "in_channels", "temporal",
+        ``{"dataset", "root", "resolved_root" (the folder read), "num_classes", "class_names",
+        "in_channels", "temporal",
         "splits": [SplitSummary.as_dict(...)]}``.
 
     Raises:
@@ -89,9 +91,14 @@ def dataset_summary(
     size = tuple(image_size) if isinstance(image_size, (list, tuple)) else (int(image_size),) * 2
     info = None
     out = []
+    resolved: str | None = None
     for split in splits:
         ds = build_dataset(name, split, root=root, image_size=size, **opts)
         info = ds.info
+        where = getattr(ds, "root", None) or getattr(ds, "cache_path", None)
+        if resolved is None and where is not None:
+            p = Path(where)
+            resolved = str(p.parent if p.suffix else p)
         n = len(ds)
         if max_samples is None or max_samples >= n:
             idx = list(range(n))
@@ -125,6 +132,7 @@ def dataset_summary(
     assert info is not None
     return {
         "dataset": name, "root": None if root is None else str(root),
+        "resolved_root": resolved,
         "num_classes": info.num_classes, "class_names": list(info.class_names),
         "in_channels": info.in_channels, "temporal": info.temporal,
         "splits": [s.as_dict(info.class_names) for s in out],
