@@ -395,3 +395,9 @@ def test_snntorch_reads_the_file_and_reproduces_spikeseg(tmp_path, norm):
         assert 0.0 < spikes[layer].mean() < 1.0, layer
         assert torch.equal(torch.stack(seen[layer.replace(".", "_")]), spikes[layer]), layer
     torch.testing.assert_close(torch.stack(outs), ref["out"], rtol=1e-5, atol=1e-5)
+    import snntorch.utils
+
+    snntorch.utils.reset(net)  # membranes back to zero: a new sequence starts afresh
+    with torch.no_grad():
+        again = torch.stack([net(frame)[0] for frame in x])
+    torch.testing.assert_close(again, ref["out"], rtol=1e-5, atol=1e-5)

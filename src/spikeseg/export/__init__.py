@@ -97,11 +97,14 @@ def _resolve(model_or_checkpoint, input_size) -> tuple[nn.Module, tuple[int, int
     name = (meta.get("model") or {}).get("name") or model_label(model)
     if input_size is not None:
         return model, parse_input_size(input_size), name
-    size = checkpoint_input_size(meta) if meta else None
+    if not meta:
+        raise SpikesegError("exporting a model object needs input_size=(H, W) (only checkpoints "
+                            "record the size they were trained at)")
+    size = checkpoint_input_size(meta)
     if size is None:
-        what = f"checkpoint {model_or_checkpoint}" if meta else "a model object"
         raise SpikesegError(
-            f"{what} records no input size (config.data.image_size): pass input_size=(H, W)"
+            f"checkpoint {model_or_checkpoint} records no input size (config.data.image_size): "
+            "pass input_size=(H, W)"
         )
     return model, size, name
 

@@ -98,9 +98,6 @@ FORMAT = "spikeseg-nir/1"
 POOLS = ("avg", "sum")
 """How average pools are written: NIR ``AvgPool2d``, or ``SumPool2d`` followed by ``Scale``."""
 
-_POOL_KERNEL = 3  # nn.AvgPool2d(3, stride=2, padding=1) of models.vgg9
-
-
 def require_nir():
     """The ``nir`` module, or a one-line SpikesegError naming the extra to install."""
     try:

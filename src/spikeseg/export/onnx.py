@@ -250,7 +250,7 @@ def _summary(onnx, model, path, name, in_name, shape, dynamic, example_batch, si
         "exporter": "torch.export (dynamo)" if dynamo else "torchscript (legacy)",
         "dynamic_batch": dynamic,
         "kept": _kept(model, T),
-        "left_out": _left_out(model, in_name),
+        "left_out": _left_out(model, in_name, T, dynamic),
     }
 
 
@@ -264,8 +264,10 @@ def _kept(model: nn.Module, T: int) -> list[str]:
     ]
 
 
-def _left_out(model: nn.Module, in_name: str) -> list[str]:
-    out = ["H, W and T are fixed at export; only the batch axis is dynamic"]
+def _left_out(model: nn.Module, in_name: str, T: int, dynamic: bool) -> list[str]:
+    fixed = "H, W and T are" if T else "H and W are"
+    out = [f"{fixed} fixed at export; " + ("only the batch axis is dynamic" if dynamic
+                                             else "so is the batch size")]
     if model.spiking and in_name == "frames":
         out.insert(0, f"input coding ({model.encoding}): static images are rate-coded outside "
                       "the graph; feed pre-encoded spikes or event frames [T, B, C, H, W]")
