@@ -167,7 +167,7 @@ def test_bad_corruptions_and_levels_are_one_line_errors(tiny):
     assert set(CORRUPTIONS) == {"gaussian_noise", "gaussian_blur", "salt_pepper"}
     with pytest.raises(SpikesegError, match="unknown corruption 'fog'; choose one of"):
         corruption_robustness(m, loader, "fog", [0.1], progress=False)
-    with pytest.raises(SpikesegError, match=r"salt_pepper levels must be finite numbers in \[0, 1\]"):
+    with pytest.raises(SpikesegError, match=r"salt_pepper levels must be finite numbers in"):
         corruption_robustness(m, loader, "salt_pepper", [1.5], progress=False)
     with pytest.raises(SpikesegError, match="gaussian_blur levels must be finite numbers >= 0"):
         corruption_robustness(m, loader, "gaussian_blur", [-1.0], progress=False)

@@ -121,6 +121,9 @@ def plot_spike_rates(rates: dict[str, float], path: str | Path, title: str = "")
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(max(4.5, 0.5 * len(names) + 1.5), 3.2))
         ax.bar(range(len(names)), [rates[n] for n in names], color=_COLOURS["SNN"], width=0.7)
+        for i, n in enumerate(names):  # a silent layer has no bar to see: say so
+            if rates[n] == 0:
+                ax.text(i, 0, "0", ha="center", va="bottom", fontsize=8, color="0.4")
         ax.set_xticks(range(len(names)))
         labels = [n.removesuffix(".act") for n in names]
         ax.set_xticklabels(labels)

@@ -5,7 +5,10 @@ device, after the dataset's resizing and normalisation; before rate coding for a
 on static images, whose encoder then clips the intensities to [0, 1]) and the score is the
 relative mIoU drop of section 5.4
 
-.. math::  \\text{drop} = \\frac{\\text{mIoU}_{clean} - \\text{mIoU}_{level}}{\\text{mIoU}_{clean}} × 100
+.. math::
+
+    \\text{drop} = \\frac{\\text{mIoU}_{clean} - \\text{mIoU}_{level}}{\\text{mIoU}_{clean}}
+    × 100
 
 in percent, level 0 being the clean input. The corruptions (:data:`CORRUPTIONS`):
 
@@ -103,7 +106,7 @@ def gaussian_noise(
 
 
 def gaussian_kernel1d(sigma: float, radius: int | None = None) -> torch.Tensor:
-    """The normalised 1-D Gaussian ``g(k) = exp(−k²/2σ²) / Σ_j exp(−j²/2σ²)``, ``k = −r..r``.
+    """The normalised 1-D Gaussian ``g(k) = exp(−k²/2σ²) / Σ_j exp(−j²/2σ²)``, |k| <= r.
 
     Args:
         sigma: standard deviation in pixels (> 0).

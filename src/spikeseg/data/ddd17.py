@@ -36,8 +36,8 @@ and never reordered, so the default input is (positive = ON, negative = OFF): th
 spikeseg's and Tonic's count frames (:func:`~spikeseg.encoding.events.to_count_frames`:
 channel 0 OFF, 1 ON), which the other event datasets give. A model trained on DDD17 therefore
 reads ON first; to train on DDD17 with the count-frame order, pass ``channels=[1, 0]``.
-``DatasetInfo.on_off_channels`` records where the ON and OFF counts are (for pictures). Classes: 0 flat, 1 construction+sky, 2 object,
-3 nature, 4 human, 5 vehicle; 255 = ignore.
+``DatasetInfo.on_off_channels`` records where the ON and OFF counts are (for pictures).
+Classes: 0 flat, 1 construction+sky, 2 object, 3 nature, 4 human, 5 vehicle; 255 = ignore.
 
 Items, with ``T = timesteps``:
 

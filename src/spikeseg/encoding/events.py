@@ -456,8 +456,8 @@ def event_frames(
         sensor_size: ``(W, H)`` or ``(W, H, P)``.
         timesteps: number of frames ``T``: the window is split into T equal sub-windows.
         representation: ``"counts"``: :func:`to_count_frames` with T bins (C = 2: OFF then
-            ON, as Tonic). ``"voxel"``: one :func:`to_voxel_grid` of ``T·bins_per_step`` bins over the
-            whole window, frame ``i`` holding bins ``i·bins_per_step ..
+            ON, as Tonic). ``"voxel"``: one :func:`to_voxel_grid` of ``T·bins_per_step`` bins
+            over the whole window, frame ``i`` holding bins ``i·bins_per_step ..
             (i+1)·bins_per_step − 1`` (C = ``bins_per_step``).
         bins_per_step: voxel bins per frame (ignored for counts).
         t_start: window start in µs (default: the earliest event).
