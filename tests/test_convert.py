@@ -241,3 +241,149 @@ def test_cli_convert_errors(tiny_ann, capsys, tmp_path):
     assert err.count("\n") == 1 and "not found" in err
     assert main(["activations", "--checkpoint", str(tmp_path / "nope"), "--out",
                  str(tmp_path / "y")]) == 2
+
+
+# --------------------------------------------------------------------------- per-neuron thresholds,
+# leaky-ReLU ANNs (negative spikes), input_mean
+
+
+@pytest.mark.parametrize("name,method,activation", [
+    ("deeplab", "neuron", "relu"),
+    ("fcn", "neuron", "relu"),
+    ("deeplab", "layer", "leaky_relu"),
+    ("fcn", "channel", "leaky_relu"),
+    ("deeplab", "neuron", "leaky_relu"),
+])
+def test_neuron_and_leaky_conversion_converge_to_ann(name, method, activation):
+    ann, x = _trained_like_ann(name, activation=activation)
+    ref = ann(x[:1])
+    cfg = ConversionConfig(method=method, calibration_images=8, calibration_timesteps=64,
+                           encoding="direct")
+    snn = convert(ann, [(x,)], cfg, progress=False)
+    with torch.no_grad():
+        out = snn.forward_checkpoints(x[:1], [10, 100, 1000])
+    errs = {t: _rel_err(o, ref) for t, o in out.items()}
+    assert errs[1000] < 0.1, errs
+    assert errs[1000] < errs[10] / 5, errs
+    assert errs[100] < errs[10], errs
+
+
+def test_leaky_conversion_needs_its_negative_spikes():
+    """The leaky ReLU's negative part is carried by the -1 spikes below -θ/α: without them the
+    converted network stops converging to the ANN."""
+    ann, x = _trained_like_ann("deeplab", activation="leaky_relu")
+    ref = ann(x[:1])
+    snn = convert(ann, [(x,)], ConversionConfig(method="channel", calibration_images=8,
+                  calibration_timesteps=64, encoding="direct"), progress=False)
+    seen = []
+    h = snn.features[1].act.register_spike_hook(lambda m, s, t: seen.append(s.unique()))
+    with torch.no_grad():
+        with_neg = _rel_err(snn(x[:1], timesteps=1000), ref)
+    h.remove()
+    assert any(-1.0 in u.tolist() for u in seen)
+    assert all(set(u.tolist()) <= {-1.0, 0.0, 1.0} for u in seen)
+    act = snn.features[0].act
+    assert act.negative_slope == pytest.approx(0.1)
+    for _, block in snn.activation_blocks():
+        block.act.negative_slope = 0.0
+    with torch.no_grad():
+        without = _rel_err(snn(x[:1], timesteps=1000), ref)
+    assert with_neg < 0.1 and without > 4 * with_neg, (with_neg, without)
+
+
+def test_negative_spike_rate_is_the_leaky_slope():
+    """A constant current a < 0 gives -1 spikes at the rate α·|a|/θ (θ_neg = θ/α), a > 0 at a/θ."""
+    neuron = BalancedIF(1, negative_slope=0.1)
+    neuron.theta.fill_(2.0)
+    a = torch.tensor([-8.0, -3.0, 0.5, 1.5]).view(1, 4, 1, 1)
+    s = neuron(a.expand(1000, 4, 1, 1).clone())
+    rate = s.mean(0).flatten()
+    torch.testing.assert_close(rate, torch.tensor([-0.4, -0.15, 0.25, 0.75]), atol=2e-3, rtol=0)
+
+
+def test_per_neuron_thresholds_are_neuron_maxima_at_one_input_size():
+    ann, x = _trained_like_ann("deeplab")
+    block = ann.features[0]
+    with torch.no_grad():
+        pre = block.norm(block.conv(x))
+    snn = convert(ann, [(x,)], ConversionConfig(method="neuron", calibration_images=8,
+                  calibration_timesteps=4, encoding="direct"), progress=False)
+    got = snn.features[0].act.theta
+    want = pre.amax(0)
+    torch.testing.assert_close(got, torch.where(want > 0, want, torch.ones_like(want)),
+                               rtol=1e-4, atol=1e-5)
+    assert snn.conversion["input_size"] == [12, 16]
+    assert tuple(snn.classifier[0].act.theta.shape[1:]) == (3, 4)
+    # Folded per-neuron thresholds: the channel maximum is in the next layer's weights and the
+    # spikes carry ρ = θ / max θ; hooks still see binary events.
+    seen = []
+    h = snn.features[0].act.register_spike_hook(lambda m, s, t: seen.append(s.unique()))
+    with torch.no_grad():
+        snn(x[:1], timesteps=5)
+    h.remove()
+    assert all(set(u.tolist()) <= {0.0, 1.0} for u in seen)
+    with pytest.raises(SpikesegError, match="input size") as e:
+        snn(torch.rand(1, 3, 16, 16), timesteps=2)
+    assert "\n" not in str(e.value)
+    with pytest.raises(SpikesegError, match="input_size"):
+        spiking_twin(ann, ConversionConfig(method="neuron"))
+    with pytest.raises(SpikesegError, match="one size"):
+        convert(ann, [(x,), (torch.rand(2, 3, 16, 16),)], ConversionConfig(method="neuron"),
+                progress=False)
+
+
+def test_unfolded_thresholds_keep_weights_and_binary_spikes():
+    """fold_thresholds=False is the original code's convention: weights as they are, spikes of
+    one unit (also per neuron)."""
+    ann, x = _trained_like_ann("deeplab")
+    folded = spiking_twin(ann, ConversionConfig(method="neuron", input_size=[12, 16]))
+    snn = convert(ann, [(x,)], ConversionConfig(method="neuron", calibration_images=8,
+                  calibration_timesteps=8, encoding="direct", fold_thresholds=False),
+                  progress=False)
+    torch.testing.assert_close(snn.features[1].conv.weight, folded.features[1].conv.weight)
+    assert float(snn.features[0].act.theta.max()) > 1.0
+    outs = []
+    h = snn.features[0].register_forward_hook(lambda m, i, o: outs.append(o.unique()))
+    with torch.no_grad():
+        snn(x[:1], timesteps=4)
+    h.remove()
+    assert all(set(u.tolist()) <= {0.0, 1.0} for u in outs)
+
+
+def test_neuron_and_leaky_thresholds_round_trip_through_checkpoint(tmp_path):
+    from spikeseg.engine.checkpoint import read_metadata
+
+    ann, x = _trained_like_ann("fcn", activation="leaky_relu")
+    save_checkpoint(tmp_path / "ann", ann, "fcn")
+    snn = convert(ann, [(x,)], ConversionConfig(method="neuron", calibration_images=8,
+                  calibration_timesteps=8, timesteps=30), progress=False)
+    save_converted(tmp_path / "snn", snn, read_metadata(tmp_path / "ann"))
+    loaded, meta = load_checkpoint(tmp_path / "snn")
+    assert meta["conversion"]["method"] == "neuron"
+    assert meta["conversion"]["input_size"] == [12, 16]
+    assert loaded.timesteps == 30 and loaded.stage1[0].act.negative_slope == pytest.approx(0.1)
+    assert thresholds(loaded) == thresholds(snn)
+    assert loaded.stage3[2].act.theta.shape == snn.stage3[2].act.theta.shape
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x[:2], generator=g1), snn(x[:2], generator=g2))
+
+
+def test_spiking_twin_codes_the_ann_input_mean():
+    """An ANN trained on image − mean (an imported original model) converts to signed Poisson
+    coding of image − mean (and converges to the ANN), or to direct coding of it."""
+    mean = [0.45, 0.5, 0.4]
+    ann, x = _trained_like_ann("deeplab", seed=1, input_mean=mean)
+    ref = ann(x[:2])
+    twin = spiking_twin(ann, ConversionConfig())
+    assert twin.encoding == "poisson_signed" and list(twin.encoder.mean) == mean
+    assert spiking_twin(ann, ConversionConfig(encoding="direct")).encoding == "direct"
+    plain, _ = _trained_like_ann("deeplab", seed=1)
+    assert spiking_twin(plain, ConversionConfig()).encoding == "poisson"
+    snn = convert(ann, [(x,)], ConversionConfig(calibration_images=8, calibration_timesteps=64),
+                  progress=False)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        out = snn.forward_checkpoints(x[:2], [10, 1000], generator=g)
+    e10, e1000 = _rel_err(out[10], ref), _rel_err(out[1000], ref)
+    assert e1000 < e10 / 3 and e1000 < 0.15, (e10, e1000)

@@ -9,6 +9,7 @@ from .algorithm import (
     convert,
     fold_batchnorm,
     layer_threshold_summary,
+    set_threshold,
     spiking_twin,
     thresholds,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "fold_batchnorm",
     "layer_threshold_summary",
     "save_converted",
+    "set_threshold",
     "spiking_twin",
     "thresholds",
 ]

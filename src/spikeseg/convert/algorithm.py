@@ -1,6 +1,6 @@
 """ANN→SNN conversion with threshold balancing: the algorithm (section 3 of the paper, figures 3, 4 and 13).
 
-A trained ``deeplab`` or ``fcn`` (BatchNorm + ReLU) becomes its spiking twin:
+A trained ``deeplab`` or ``fcn`` (BatchNorm + ReLU, or leaky ReLU) becomes its spiking twin:
 
 1. **BatchNorm folding.** Each ``conv → BN`` pair becomes one convolution with a bias:
    ``W' = W·γ/σ``, ``b' = β − γ·μ/σ`` with ``σ = sqrt(var + eps)`` (``γ = 1, β = 0`` for the
@@ -13,7 +13,9 @@ A trained ``deeplab`` or ``fcn`` (BatchNorm + ReLU) becomes its spiking twin:
    (``W[:, c] *= θ_{l,c}``, exact because convolutions, average pools and bilinear resizes are
    linear), and spikes stay binary (so spike rates and energy counts are those of a real SNN).
    The time average of the network then converges to the ANN's output as T grows, as long as
-   activations stay below their θ.
+   activations stay below their θ. Per-neuron thresholds fold their per-channel maximum and
+   emit weighted spikes for the rest; a leaky ReLU of slope α becomes a neuron that also fires
+   ``-1`` below ``-θ/α`` (see :mod:`spikeseg.models.converted`).
 3. **Output.** The last layer (and FCN's decoder, which has no ReLU in the ANN) accumulates
    membrane potential without spiking, as in the directly trained models.
 
@@ -25,10 +27,20 @@ Thresholds θ come from calibration data, one layer at a time in forward order:
   ``l`` receives;
 * ``method="channel"`` — one θ per output channel, in the manner of Spiking-YOLO (Kim et al.
   2020, channel-wise normalisation): the same procedure, maximum per channel;
+* ``method="neuron"`` — one θ per neuron ``[C, H, W]`` (the original code's third type): the
+  maximum per neuron over the calibration images. Activations of segmentation networks vary
+  along the spatial axes as much as along channels (figure 4), which this follows; the price
+  is a threshold tensor the size of the layer, valid for one input size only
+  (``ConversionConfig.input_size``, taken from the calibration images);
 * ``percentile=P`` replaces the maximum by the P-th percentile of the per-neuron maxima
-  (P = 99.9 is the robust choice of Rueckauer et al. 2017 that most users pick today);
+  (P = 99.9 is the robust choice of Rueckauer et al. 2017 that most users pick today; per
+  neuron, the percentile over the calibration images);
 * ``source="ann"`` takes the statistics from the ANN's activations instead (one fast pass,
   the data-based normalisation of Diehl et al. 2015 / Rueckauer et al. 2017).
+
+For a leaky-ReLU layer of slope α the statistic is the magnitude of what the neuron must
+transmit, ``|leaky_relu(x)| = max(x, −α·x)``, so that neither the positive (``x ≤ θ``) nor
+the negative (``α·|x| ≤ θ``) spikes saturate; for ReLU layers it is the current ``x`` itself.
 
 Thresholds are buffers of the converted model, so they are saved with its checkpoint and the
 model can be evaluated at any T without calibrating again (:func:`save_converted`,
@@ -36,12 +48,14 @@ model can be evaluated at any T without calibrating again (:func:`save_converted
 
 This module is the algorithm only: it works on models and tensors and knows nothing of
 checkpoints, datasets or the command line (those are :mod:`spikeseg.convert.job`). The
-converted structure itself (:class:`BalancedIF`, :func:`spiking_twin`) lives in
-:mod:`spikeseg.models.converted`, so that a converted checkpoint loads without this module.
+converted structure itself (:class:`BalancedIF`, :func:`spiking_twin`, :func:`set_threshold`)
+lives in :mod:`spikeseg.models.converted`, so that a converted checkpoint loads without this
+module.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -56,6 +70,7 @@ from ..models.converted import (
     BalancedIF,
     ConversionConfig,
     conversion_blocks,
+    set_threshold,
     spiking_twin,
 )
 from ..models.layers import TimeContext, fold_batchnorm
@@ -66,6 +81,7 @@ __all__ = [
     "BalancedIF",
     "fold_batchnorm",
     "spiking_twin",
+    "set_threshold",
     "calibrate",
     "convert",
     "thresholds",
@@ -73,28 +89,6 @@ __all__ = [
     "METHODS",
     "SOURCES",
 ]
-
-
-# --------------------------------------------------------------------------- thresholds
-
-
-@torch.no_grad()
-def _set_threshold(snn: nn.Module, name: str, theta: Tensor) -> None:
-    """Set block ``name``'s θ and fold it into the layers that read its spikes."""
-    modules = dict(snn.named_modules())
-    act: BalancedIF = modules[name].act
-    theta = theta.to(act.theta).reshape(act.theta.shape)
-    # A layer that never fires in calibration gets θ = 1 (any value works: it stays silent
-    # only if its input stays <= 0, and a tiny θ would turn noise into bursts).
-    theta = torch.where(theta > 0, theta, torch.ones_like(theta))
-    ratio = theta / act.theta  # relative to what is folded already
-    act.theta.copy_(theta)
-    for consumer in snn.spike_consumers()[name]:
-        w = modules[consumer].weight
-        if isinstance(modules[consumer], nn.ConvTranspose2d):
-            w.mul_(ratio.view(-1, 1, 1, 1) if ratio.numel() > 1 else ratio)
-        else:
-            w.mul_(ratio.view(1, -1, 1, 1) if ratio.numel() > 1 else ratio)
 
 
 # --------------------------------------------------------------------------- calibration
@@ -105,33 +99,52 @@ class _Stop(Exception):
 
 
 class _Stats:
-    """Per-neuron maxima of one layer's input, reduced to a threshold per layer or channel."""
+    """Per-neuron maxima of one layer's input, reduced to a threshold per layer, channel or
+    neuron."""
 
-    def __init__(self, per_channel: bool, percentile: float) -> None:
-        self.per_channel = per_channel
+    def __init__(self, method: str, percentile: float) -> None:
+        self.method = method
         self.percentile = float(percentile)
         self.running: Tensor | None = None  # max over everything so far (percentile 100)
-        self.samples: list[Tensor] = []  # per-image neuron maxima [N, C, H*W] (percentile < 100)
+        self.samples: list[Tensor] = []  # per-image neuron maxima [N, C, H, W] (percentile < 100)
 
     def add(self, m: Tensor) -> None:
         """``m``: ``[N, C, H, W]`` per-neuron maxima over time of N images."""
         m = m.detach().float()
         if self.percentile >= 100.0:
-            red = m.amax(dim=(0, 2, 3)) if self.per_channel else m.amax()
+            dims = {"layer": (0, 1, 2, 3), "channel": (0, 2, 3), "neuron": (0,)}[self.method]
+            red = m.amax(dim=dims)
             self.running = red if self.running is None else torch.maximum(self.running, red)
         else:
-            self.samples.append(m.flatten(2).cpu())
+            self.samples.append(m.cpu())
 
     def threshold(self) -> Tensor:
         if self.percentile >= 100.0:
             assert self.running is not None
             return self.running
-        vals = torch.cat(self.samples)  # [N, C, HW]
+        vals = torch.cat(self.samples)  # [N, C, H, W]
         q = self.percentile
-        if self.per_channel:
+        if self.method == "neuron":
+            return torch.from_numpy(np.percentile(vals.numpy(), q, axis=0).astype(np.float32))
+        if self.method == "channel":
             per_c = vals.transpose(0, 1).reshape(vals.shape[1], -1).numpy()
             return torch.from_numpy(np.percentile(per_c, q, axis=1).astype(np.float32))
         return torch.tensor(float(np.percentile(vals.numpy().ravel(), q)))
+
+
+def _direct_input(snn: nn.Module, x: Tensor) -> Tensor:
+    """Static images as the model's forward feeds them to its encoder: minus ``input_mean``
+    for direct coding (signed Poisson coding subtracts the mean itself)."""
+    mean = getattr(snn, "input_mean", None)
+    if mean is None or snn.encoding != "direct":
+        return x
+    return x - torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+
+
+def _magnitude(x: Tensor, slope: float) -> Tensor:
+    """What a neuron must transmit for input current ``x``: ``x`` for ReLU layers,
+    ``|leaky_relu(x)| = max(x, −α·x)`` for leaky ones (see the module docstring)."""
+    return x if slope == 0.0 else torch.maximum(x, -slope * x)
 
 
 def _images(batches: Iterable, limit: int, device: torch.device) -> list[Tensor]:
@@ -145,6 +158,23 @@ def _images(batches: Iterable, limit: int, device: torch.device) -> list[Tensor]
     if not out:
         raise SpikesegError("no calibration images: the calibration data is empty")
     return out
+
+
+def _input_size(images: list[Tensor], config: ConversionConfig) -> list[int]:
+    """The one input size of the calibration images, checked against ``config.input_size``."""
+    sizes = {tuple(x.shape[-2:]) for x in images}
+    if len(sizes) != 1:
+        raise SpikesegError(
+            f"per-neuron thresholds need calibration images of one size, got {sorted(sizes)}: "
+            "resize them or use method='layer' or 'channel'"
+        )
+    size = list(sizes.pop())
+    if config.input_size is not None and list(config.input_size) != size:
+        raise SpikesegError(
+            f"calibration images are {size[0]}x{size[1]} but input_size is "
+            f"{config.input_size[0]}x{config.input_size[1]}: per-neuron thresholds need both equal"
+        )
+    return size
 
 
 @torch.no_grad()
@@ -167,19 +197,19 @@ def calibrate(
         seed: seed of the Poisson encoder.
 
     Returns:
-        ``{block name: θ}`` (a scalar tensor or one value per channel).
+        ``{block name: θ}`` (a scalar tensor, one value per channel or ``[C, H, W]``).
     """
     snn.eval()
     blocks = conversion_blocks(snn)
-    per_channel = config.method == "channel"
     found: dict[str, Tensor] = {}
     if config.source == "ann":
         if ann is None:
             raise ValueError("source='ann' needs the ANN")
-        stats = {name: _Stats(per_channel, config.percentile) for name, _ in blocks}
+        stats = {name: _Stats(config.method, config.percentile) for name, _ in blocks}
         modules = dict(ann.named_modules())
+        # |activation|: the leaky ReLU's negative outputs need thresholds too (identity for ReLU).
         hooks = [modules[name].act.register_forward_hook(
-            lambda _m, _i, out, s=stats[name]: s.add(out)) for name, _ in blocks]
+            lambda _m, _i, out, s=stats[name]: s.add(out.abs())) for name, _ in blocks]
         try:
             ann.eval()
             for x in progress_bar(images, desc="calibrating (ANN)", disable=not progress):
@@ -189,26 +219,27 @@ def calibrate(
                 h.remove()
         for name, _ in blocks:
             found[name] = stats[name].threshold()
-            _set_threshold(snn, name, found[name])
+            set_threshold(snn, name, found[name])
         return found
 
     T = int(config.calibration_timesteps)
     bar = progress_bar(total=len(blocks) * len(images), desc="calibrating", disable=not progress)
     for name, block in blocks:
         act: BalancedIF = block.act
-        stats = _Stats(per_channel, config.percentile)
+        stats = _Stats(config.method, config.percentile)
         gen = torch.Generator(device=images[0].device).manual_seed(seed)
         for x in images:
             peak: list[Tensor | None] = [None]
 
-            def probe(cur: Tensor, peak=peak) -> None:
+            def probe(cur: Tensor, peak=peak, slope=act.negative_slope) -> None:
+                cur = _magnitude(cur, slope)
                 peak[0] = cur.clone() if peak[0] is None else torch.maximum(peak[0], cur)
                 raise _Stop
 
             act.probe = probe
             try:
                 if x.dim() == 4:
-                    frames = snn.encoder.steps(x, T, gen)
+                    frames = snn.encoder.steps(_direct_input(snn, x), T, gen)
                 else:
                     frames = iter(x.transpose(0, 1).unbind(0))
                 ctx = TimeContext("step", T)
@@ -224,7 +255,7 @@ def calibrate(
             stats.add(peak[0])
             bar.update()
         found[name] = stats.threshold()
-        _set_threshold(snn, name, found[name])
+        set_threshold(snn, name, found[name])
     bar.close()
     return found
 
@@ -248,28 +279,34 @@ def convert(
         device: where to calibrate.
 
     Returns:
-        The spiking model (eval mode). ``model.conversion`` records the settings; the
-        thresholds are buffers (``<block>.act.theta``, see :func:`thresholds`).
+        The spiking model (eval mode). ``model.conversion`` records the settings (per-neuron
+        thresholds: also the input size of the calibration images, the only size the model
+        then runs at); the thresholds are buffers (``<block>.act.theta``, see
+        :func:`thresholds`).
     """
     config = config or ConversionConfig()
     device = torch.device(device)
     ann = ann.to(device).eval()
-    snn = spiking_twin(ann, config).to(device)
     images = _images(calibration_data, int(config.calibration_images), device)
+    if config.method == "neuron":
+        config = dataclasses.replace(config, input_size=_input_size(images, config))
+    snn = spiking_twin(ann, config).to(device)
     calibrate(snn, images, config, ann, seed=seed, progress=progress)
     return snn
 
 
-def thresholds(snn: nn.Module) -> dict[str, list[float]]:
-    """``{block name: thresholds}`` of a converted model (one value, or one per channel)."""
+def thresholds(snn: nn.Module) -> dict[str, list]:
+    """``{block name: thresholds}`` of a converted model (one value, one per channel, or
+    nested lists ``[C][H][W]`` per neuron)."""
     return {name: block.act.theta.tolist() for name, block in conversion_blocks(snn)}
 
 
 def layer_threshold_summary(snn: nn.Module) -> list[dict[str, Any]]:
-    """Per block: name, number of thresholds, min / median / max θ (for tables)."""
+    """Per block: name, number and shape of thresholds, min / median / max θ (for tables)."""
     rows = []
     for name, block in conversion_blocks(snn):
         th = block.act.theta.float()
-        rows.append({"layer": name, "thresholds": th.numel(), "min": float(th.min()),
-                     "median": float(th.median()), "max": float(th.max())})
+        rows.append({"layer": name, "thresholds": th.numel(), "shape": list(th.shape),
+                     "min": float(th.min()), "median": float(th.median()),
+                     "max": float(th.max())})
     return rows
