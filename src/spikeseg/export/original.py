@@ -12,21 +12,19 @@ JSON, :func:`spikeseg.engine.checkpoint.save_checkpoint`), so that the imported 
 spikeseg's ordinary RGB images in ``[0, 1]`` and gives the original's outputs.
 
 **Parameter names** (``models/snn_vgg.py`` l. 97-189, ``models/ann_vgg.py`` l. 63-159; ``k``
-counts convolutions only, pools are not numbered):
+counts convolutions only, pools are not numbered) → spikeseg:
 
-=======================================  ======================================================
-original                                 spikeseg
-=======================================  ======================================================
-``features.k.weight``                    ``features.{0,1,3,4,6,7,8}.conv`` (DeepLab), ``stage{1,2,3}.i.conv`` (FCN)
-``classifier.0.weight``                  ``classifier.0.conv`` (FCN also ``classifier.1``)
-``classifier.1.weight`` (DeepLab)        ``output`` (1×1, no bias, no norm)
-``bn_features.k.t.{weight,running_*}``   BNTT ``[T, C]`` rows of the block's ``norm`` (SNN)
-``bn_features.k.{running_*}``            ``BatchNorm2d(affine=False)`` of the block (ANN)
-``skips_features.{2,4,7}.*``             ``score1``, ``score2``, ``score3`` (FCN; ``scores_*`` in
-                                         the first commit 20893b7)
-``skips_classifier.2.*``                 ``score4``
-``upsample.{0,1,2}.0.weight``            ``up1``, ``up2``, ``up3`` (transposed convs)
-=======================================  ======================================================
+* ``features.k.weight`` → the k-th block's ``conv`` (DeepLab ``features.{0,1,3,4,6,7,8}``,
+  FCN ``stage1.{0,1}``, ``stage2.{0,1}``, ``stage3.{0,1,2}``); ``classifier.0.weight`` →
+  ``classifier.0.conv`` (FCN also ``classifier.1``); DeepLab's ``classifier.1.weight`` (1×1,
+  no bias, no norm) → ``output``;
+* SNN ``bn_features.k.t.{weight,running_mean,running_var,num_batches_tracked}`` (one
+  ``BatchNorm2d`` per timestep, no bias) → the block's BNTT, rows stacked into ``[T, C]``;
+  ANN ``bn_features.k.{running_mean,running_var,num_batches_tracked}`` (``affine=False``) →
+  the block's ``BatchNorm2d``; likewise ``bn_classifier``;
+* FCN ``skips_features.{2,4,7}.{weight,bias}`` → ``score1``, ``score2``, ``score3``,
+  ``skips_classifier.2.*`` → ``score4`` (``scores_*`` in the first commit, 20893b7);
+  ``upsample.{0,1,2}.0.weight`` → ``up1``, ``up2``, ``up3`` (transposed convs).
 
 **Input.** The original reads VOC images as BGR minus the Caffe mean, divided by 255
 (``data/voc2012/dataset.py`` l. 23 and 66-95). The imported model takes RGB instead: the
@@ -52,8 +50,11 @@ original (``models/snn_vgg.py`` l. 291-303, ``setup.py`` l. 252-257) a spike sta
 unit and layer ``l`` fires at ``scaling_factor · θ_l`` (0.7 by default, a test-time argument
 the file does not store). The list holds one entry per spiking layer in forward order
 (``utils/thresholds.py`` l. 40-51: a float per layer, a ``[C]`` tensor per channel or
-``[C, H, W]`` per neuron at the file's ``img_size``). The original's FCN search skips its
-last classifier layer (l. 49): that layer keeps ``def_threshold`` (1.0) there and here.
+``[C, H, W]`` per neuron at the file's ``img_size``); they are assigned in that order (the
+original's ``threshold_update`` pops them in module-registration order, which for FCN hands
+the eighth to a skip convolution). The original's FCN search skips its last classifier layer
+(l. 49): that layer keeps ``def_threshold`` (1.0). A converted FCN's decoder accumulates
+without neurons, as the ANN's has no ReLU (the original's spiking decoder fails, see above).
 Two differences are the original's bugs, not reproduced: its conversion loads the ANN into
 an SNN whose per-timestep BN names do not match, so the ANN's BN statistics are silently
 dropped (``setup.py`` l. 249, ``strict=False``) — spikeseg folds them into the convolutions —
@@ -746,6 +747,9 @@ def _converted(
             notes.append(f"{name}: thresholds <= 0 (never fired in the original's search) set to "
                          "1, where the original divides by them")
         set_threshold(snn, name, theta)
+    if family == "fcn":
+        notes.append("FCN decoder without neurons (the ANN's has no ReLU; the original's spiking "
+                     "decoder fails at HEAD)")
     if getattr(ann, "activation", "relu") == "leaky_relu":
         notes.append("leaky ReLU: negative spikes below -θ/0.1 (the original's ibt threshold, "
                      "which its code never fires)")
