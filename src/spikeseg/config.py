@@ -240,6 +240,10 @@ class TrainConfig:
     """torch intra-op threads (None = torch's default)."""
     report: bool = False
     """After training, write the analysis report of the best checkpoint to <run>/report."""
+    precision: str = _opt("fp32", one_of("fp32", "fp64"))
+    """Arithmetic of weights and activations: fp32, or fp64 for numerical checks (e.g. that
+    N processes train exactly like one: in fp32 a membrane within rounding error of the
+    threshold can fire in one run and not in the other)."""
 
 
 @dataclass

@@ -79,7 +79,7 @@ class _SyncBatchNormFn(torch.autograd.Function):
         var = (_all_reduce((xc * xc).sum(dims, dtype=torch.float64)) / n).to(x.dtype)
         invstd = torch.rsqrt(var + eps)
         xhat = xc * invstd.view(shape)
-        y = xhat if weight is None else xhat * weight.view(shape)
+        y = xhat.clone() if weight is None else xhat * weight.view(shape)  # xhat is saved
         if bias is not None:
             y = y + bias.view(shape)
         if running_mean is not None:
@@ -145,9 +145,11 @@ def synchronise_norms(model: nn.Module) -> nn.Module:
             m.sync = True
         for child_name, child in list(m.named_children()):
             if type(child) is nn.BatchNorm2d:
+                like = next(iter(child.state_dict().values()), None)
                 new = SyncBatchNorm2d(child.num_features, child.eps, child.momentum,
-                                      child.affine, child.track_running_stats).to(
-                    device=child.running_mean.device if child.running_mean is not None else None)
+                                      child.affine, child.track_running_stats)
+                if like is not None:
+                    new = new.to(device=like.device, dtype=like.dtype)
                 new.load_state_dict(child.state_dict())
                 new.train(child.training)
                 setattr(m, child_name, new)

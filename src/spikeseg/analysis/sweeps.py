@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import IGNORE_INDEX
-from ..engine.evaluate import batch_keys, to_input, use_channels_last
+from ..engine.evaluate import batch_keys, model_dtype, to_input, use_channels_last
 from ..engine.metrics import ConfusionMatrix
 from ..progress import progress as progress_bar
 
@@ -70,7 +70,8 @@ def timestep_sweep(
         x, y = batch[0], batch[1]
         keys = batch_keys(batch, seed, n, device)  # the streams evaluate() uses
         n += y.shape[0]
-        logits = model.forward_checkpoints(to_input(x, device, cl), marks, keys=keys)
+        logits = model.forward_checkpoints(to_input(x, device, cl, model_dtype(model)), marks,
+                                            keys=keys)
         for t, lg in logits.items():
             cms[t].update(lg.argmax(1).cpu(), y)
     bar.close()

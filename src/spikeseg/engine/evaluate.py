@@ -23,6 +23,7 @@ from .metrics import ConfusionMatrix, SegmentationScores
 __all__ = [
     "Indexed",
     "batch_keys",
+    "model_dtype",
     "evaluate",
     "evaluate_checkpoint",
     "EvalResult",
@@ -62,18 +63,26 @@ def prepare_model(model: nn.Module, device: torch.device, channels_last: bool | 
     return model
 
 
-def to_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """Move a batch to ``device`` in the model's layout.
+def to_input(x: torch.Tensor, device: torch.device, channels_last: bool,
+             dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Move a batch to ``device`` in the model's layout (and floating-point ``dtype``).
 
     Image batches ``[B, C, H, W]`` go channels-last when asked; batches of time series
     ``[B, T, C, H, W]`` (as a DataLoader stacks them) become time-first ``[T, B, C, H, W]``.
     """
-    x = x.to(device, non_blocking=True)
+    x = x.to(device, dtype=dtype if dtype is not None and x.is_floating_point() else None,
+             non_blocking=True)
     if x.dim() == 5:
         return x.transpose(0, 1)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating-point type of a model's parameters (float32 unless cast)."""
+    p = next((t for t in model.parameters() if t.is_floating_point()), None)
+    return p.dtype if p is not None else torch.float32
 
 
 class Indexed(Dataset):
@@ -201,7 +210,7 @@ def evaluate(
             break
         x, y = batch[0], batch[1]
         keys = batch_keys(batch, seed, n, device)
-        x = to_input(x, device, cl)
+        x = to_input(x, device, cl, model_dtype(model))
         if transform is not None:
             x = transform(x, keys=keys) if takes_keys else transform(x)
         if getattr(model, "spiking", False):

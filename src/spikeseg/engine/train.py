@@ -291,6 +291,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
         log, progress = (lambda *_a, **_k: None), False
     seed_everything(t.seed)
 
+    run_dir, name = _run_directory(cfg, resume, info_d.is_main, info_d.enabled)
     frames = data_timesteps(cfg.model.name, cfg.model.timesteps)
     train_set = build_split(cfg.data, "train", frames)
     val_set = build_split(cfg.data, "val", frames)
@@ -298,7 +299,6 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
     model = build_model(cfg, info.num_classes, info.in_channels)
     spiking = model_entry(cfg.model.name).spiking
 
-    run_dir, name = _run_directory(cfg, resume, info_d.is_main, info_d.enabled)
     ck_dir, state_path = run_dir / "checkpoints", run_dir / "checkpoints" / STATE_NAME
     cfg.train.name = name
     lock = RunLock(run_dir)
@@ -326,6 +326,8 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
             f"--set train.name={run_dir.name} --resume)")
     cl = t.channels_last
     model = prepare_model(model, device, cl)
+    dtype = {"fp32": torch.float32, "fp64": torch.float64}[t.precision]
+    model = model.to(dtype)
     net = model  # the plain module (not the DDP wrapper): attributes, evaluation, checkpoints
     optimizer = _optimizer(cfg, model.parameters())
     start_epoch, start_step, best_miou, best_epoch = 0, 0, -1.0, -1
@@ -440,7 +442,7 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
                     break
                 where = f"epoch {epoch + 1}, step {step + 1}"
                 check_labels(y, info.num_classes, f"training batch {step + 1} of epoch {epoch + 1}")
-                x = to_input(x, device, cl_on)
+                x = to_input(x, device, cl_on, dtype)
                 y = y.to(device, non_blocking=True)
                 keys = rng.sample_keys(t.seed, "poisson", idx, epoch=epoch + 1, device=device)
                 logits = model(x, keys=keys) if spiking and x.dim() == 4 else model(x)
