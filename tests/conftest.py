@@ -11,6 +11,16 @@ def _deterministic():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _temporary_caches(tmp_path_factory):
+    """Nothing the tests generate lands in the user's ~/.cache (subprocesses inherit this)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SPIKESEG_CACHE", str(tmp_path_factory.mktemp("spikeseg-cache")))
+    mp.setenv("MPLCONFIGDIR", str(tmp_path_factory.mktemp("matplotlib")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory):
     """One built-in-dataset cache folder for the whole session."""

@@ -165,11 +165,10 @@ def test_conversion_errors():
     snn = create("spiking_deeplab", 3, width=0.125)
     with pytest.raises(SpikesegError, match="ANN"):
         spiking_twin(snn)
-    leaky = create("deeplab", 3, width=0.125, activation="leaky_relu")
-    with pytest.raises(SpikesegError, match="ReLU"):
-        spiking_twin(leaky)
+    leaky = create("deeplab", 3, width=0.125, activation="leaky_relu")  # now convertible
+    assert spiking_twin(leaky).features[0].act.negative_slope == pytest.approx(0.1)
     with pytest.raises(SpikesegError, match="method"):
-        ConversionConfig(method="neuron")
+        ConversionConfig(method="position")
     with pytest.raises(SpikesegError, match="percentile"):
         ConversionConfig(percentile=0)
 

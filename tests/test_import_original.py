@@ -21,7 +21,6 @@ from spikeseg.errors import SpikesegError
 from spikeseg.export.original import (
     CAFFE_MEAN_BGR_255,
     ORIGINAL_CAFFE_MEAN_RGB,
-    TRUST_HELP,
     import_original,
     read_original,
 )
@@ -458,6 +457,8 @@ def test_code_in_the_pickle_is_refused_without_trust(tmp_path):
     # The payload is real: trusting the file runs it (and the import goes through).
     summary = import_original(path, tmp_path / "ck", trust=True)
     assert marker.read_text() == "ran" and summary["unpickled_in_full"]
+    from spikeseg.cli import TRUST_HELP
+
     assert "arbitrary code" in TRUST_HELP
 
 

@@ -107,6 +107,11 @@ def level_list(text: str) -> list[float]:
     return _number_list(text, kind=float, lo=0.0, what="numbers >= 0")
 
 
+def optional_level_list(text: str) -> list[float]:
+    """Like :func:`level_list`; an empty string means none (skip the analysis)."""
+    return [] if not text.strip() else level_list(text)
+
+
 def percentile(text: str) -> float:
     """A number in (0, 100]."""
     try:
@@ -154,6 +159,16 @@ def existing_file(text: str) -> str:
     return text
 
 
+
+TRUST_HELP = (
+    "unpickle the checkpoint in full (torch.load with weights_only=False) when it holds Python "
+    "objects other than tensors, plain values and the NumPy float64 of the original code's "
+    "files; unpickling can run arbitrary code, so use this only for a file whose source you "
+    "trust"
+)
+"""Help of ``import-original --trust``."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line (``spikeseg: error: ...``) and exit status 2."""
 
@@ -163,8 +178,20 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every option's default (and the subcommands' help) in ``--help``."""
+class _Help(argparse.HelpFormatter):
+    """Adds ``(default: X)`` to an option's help unless it states its default itself (or has
+    none worth showing: required options, flags, None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.required or action.default is None
+                or action.default is False or action.default is argparse.SUPPRESS
+                or not action.option_strings):
+            return text
+        default = action.default
+        if isinstance(default, list):
+            default = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+        return f"{text} (default: {default})"
 
 
 # -- subcommands ----------------------------------------------------------------------------
@@ -224,9 +251,19 @@ def _print_report_summary(r: dict) -> None:
           f"per image, E_ANN/E_SNN = {e['ratio_ann_over_snn']:.2f}x ({e['energy_model']['name']})")
     for name, pts in r["robustness"].items():
         print(f"noise robustness {name}: " + ", ".join(
-            f"σ={p['sigma']:g} mIoU {p['miou']:.3f} ({p['drop_percent']:.1f}% drop)" for p in pts))
-    print("mIoU vs T: " + ", ".join(f"T={p['timesteps']} {p['miou']:.3f}"
+            f"σ={p['sigma']:g} mIoU {_num(p['miou'], 3)} ({_num(p['drop_percent'], 1)}% drop)"
+            for p in pts))
+    for c in (r.get("corruptions") or {}).values():
+        for name, pts in c["curves"].items():
+            print(f"{c['title']} {name}: " + ", ".join(
+                f"{c['symbol']}={p['level']:g} mIoU {_num(p['miou'], 3)} "
+                f"({_num(p['drop_percent'], 1)}% drop)" for p in pts))
+    print("mIoU vs T: " + ", ".join(f"T={p['timesteps']} {_num(p['miou'], 3)}"
                                    for p in r["timestep_sweep"]))
+
+
+def _num(v: float | None, digits: int) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -234,7 +271,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     r = write_report(
         args.checkpoint, args.out, ann_checkpoint=args.ann_checkpoint,
-        sigmas=args.sigmas, timesteps=args.timesteps, num_pictures=args.pictures,
+        sigmas=args.sigmas, blur_sigmas=args.blur_sigmas, salt_pepper=args.salt_pepper,
+        timesteps=args.timesteps, num_pictures=args.pictures, seed=args.seed,
         batch_size=args.batch_size, max_batches=args.max_batches,
         energy_model=args.energy_model, first_layer=args.first_layer, device=args.device,
         data_root=args.data_root, progress=not args.no_progress,
@@ -270,14 +308,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict_files
+    from .predict import format_summary, predict_files
 
     records = predict_files(
         args.checkpoint, args.inputs, args.out, timesteps=args.timesteps, device=args.device,
     )
     for r in records:
-        top = sorted(r["classes"].items(), key=lambda kv: -kv[1])[:4]
-        print(f"{r['input']} -> {r['pair']}  ({', '.join(f'{k!r} {v:.0%}' for k, v in top)})")
+        print(f"{r['input']} -> {r['pair']}  ({format_summary(r['classes'], top=4)})")
     print(f"{len(records)} prediction(s) written to {args.out}")
     return 0
 
@@ -422,6 +459,53 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_checkpoint
+
+    options = {"timesteps": args.timesteps, "input_size": args.input_size}
+    if args.format == "nir":
+        options.update(dt=args.dt, pool=args.pool)
+    else:
+        options.update(batch_size=args.batch_size, opset=args.opset,
+                       verify=not args.no_verify, dynamo=not args.legacy_exporter)
+    r = export_checkpoint(args.checkpoint, args.format, args.out, **options)
+    print(f"{r.get('model', '?')} -> {r.get('path', args.out)} ({args.format})")
+    for key in ("inputs", "outputs"):
+        if r.get(key):
+            print(f"{key}: " + "; ".join(_describe(v) for v in r[key]))
+    for line in r.get("left_out") or []:
+        print(f"left out: {line}")
+    for line in r.get("notes") or []:
+        print(f"note: {line}")
+    if r.get("max_abs_difference") is not None:
+        print(f"checked against PyTorch: largest difference {r['max_abs_difference']:.2e}")
+    return 0
+
+
+def _describe(v: object) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {val}" for k, val in v.items())
+    return str(v)
+
+
+def cmd_import_original(args: argparse.Namespace) -> int:
+    from .export.original import import_original
+
+    r = import_original(
+        args.checkpoint, args.out, trust=args.trust, model_name=args.model,
+        scaling_factor=args.scaling_factor, thresholds=args.thresholds,
+        threshold_timesteps=args.threshold_timesteps, timesteps=args.timesteps,
+    )
+    print(f"{r['architecture']} ({r['model_type']}) -> {r['model']}, kind {r['kind']}, "
+          f"{r['num_classes']} classes, T={r['timesteps']}, epoch {r['epoch']}, "
+          f"max mIoU {_num(r['max_miou'], 4)}")
+    for line in r.get("notes") or []:
+        print(f"note: {line}")
+    print(f"written to {r['checkpoint']} (and {Path(r['metadata']).name}); evaluate with "
+          f"spikeseg evaluate --checkpoint {r['checkpoint']} --data-root DIR")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------
 
 SPLITS = ("train", "val")
@@ -496,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=non_negative_int, default=None,
                    help="seed of the Poisson spike streams (default: the run's training seed)")
     e.add_argument("--out", type=output_file, default=None,
-                   help="also write the scores to this JSON file")
+                   help="also write the scores to this JSON file (default: print only)")
     _common(e, split="val")
     e.set_defaults(func=cmd_evaluate)
 
@@ -513,12 +597,22 @@ def build_parser() -> argparse.ArgumentParser:
     a = add("report", "analyses of a spiking checkpoint: report.md/html/json + PNGs")
     a.add_argument("--checkpoint", required=True, help="the spiking model's checkpoint")
     a.add_argument("--ann-checkpoint", default=None,
-                   help="its ANN twin, for the energy, robustness and accuracy comparison")
+                   help="its ANN twin, for the energy, robustness and accuracy comparison "
+                        "(default: none, the SNN alone)")
     a.add_argument("--out", required=True, type=output_dir, help="output folder")
     a.add_argument("--sigmas", type=level_list, default=[0.0, 0.05, 0.1, 0.2, 0.3],
                    help="Gaussian noise levels σ, comma-separated")
+    a.add_argument("--blur-sigmas", type=optional_level_list, default=[0.0, 0.5, 1.0, 2.0],
+                   help="Gaussian blur σ in pixels of the model input, comma-separated; "
+                        "'' to skip")
+    a.add_argument("--salt-pepper", type=optional_level_list, default=[0.0, 0.01, 0.05, 0.1],
+                   help="fractions of pixels set to 0/1 (dead/hot pixels on event input), "
+                        "comma-separated; '' to skip")
     a.add_argument("--timesteps", type=timestep_list, default=None,
                    help="inference T of the sweep, e.g. 5,10,20,40 (default T/4, T/2, T, 2T, 4T)")
+    a.add_argument("--seed", type=non_negative_int, default=None,
+                   help="seed of the spike streams and corruptions (default: the run's "
+                        "training seed)")
     a.add_argument("--pictures", type=non_negative_int, default=6,
                    help="prediction triplets to draw")
     a.add_argument("--energy-model", default="45nm_fp32",
@@ -533,8 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--checkpoint", required=True, help="the ANN's checkpoint (deeplab or fcn)")
     c.add_argument("--out", required=True, type=output_file,
                    help="checkpoint to write (NAME or NAME.safetensors)")
-    c.add_argument("--method", default="layer", choices=["layer", "channel"],
-                   help="one threshold per layer (Sengupta et al.) or per channel (Spiking-YOLO)")
+    c.add_argument("--method", default="layer", choices=["layer", "channel", "neuron"],
+                   help="one threshold per layer (Sengupta et al.), per channel (Spiking-YOLO) "
+                        "or per neuron (the original code's third type)")
     c.add_argument("--percentile", type=percentile, default=100.0,
                    help="percentile of the per-neuron maxima (100 = max; 99.9 is robust)")
     c.add_argument("--source", default="snn", choices=["snn", "ann"],
@@ -593,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="labels scanned per split for the histogram")
     di.add_argument("--all", action="store_true", help="scan every sample")
     di.add_argument("--out", type=output_file, default=None,
-                    help="also write the summary as JSON")
+                    help="also write the summary as JSON (default: print only)")
     di.add_argument("--no-progress", action="store_true", help="no progress display")
     di.set_defaults(func=cmd_data_info)
     dm = dsub.add_parser("make-mnist-cifar",
@@ -612,6 +707,55 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--seed", type=non_negative_int, default=0, help="generation seed")
     dm.add_argument("--no-progress", action="store_true", help="no progress display")
     dm.set_defaults(func=cmd_data_make_mnist_cifar)
+
+    x = add("export", "export a checkpoint: NIR (spiking) or ONNX (any model)")
+    x.add_argument("--checkpoint", required=True,
+                   help="checkpoint: NAME.safetensors, NAME.json or NAME")
+    x.add_argument("--format", required=True, choices=["nir", "onnx"],
+                   help="nir: the spiking graph for neuromorphic simulators and chips (hard "
+                        "reset, norm bn|tdbn|none); onnx: any model, unrolled over T")
+    x.add_argument("--out", required=True, type=output_file, help="file to write")
+    x.add_argument("--timesteps", type=positive_int, default=None,
+                   help="T the graph is unrolled over (ONNX) or recorded (NIR) (default: as "
+                        "trained)")
+    x.add_argument("--input-size", type=_image_size, default=None,
+                   help="H or H,W of the input (default: the training size in the checkpoint)")
+    x.add_argument("--dt", type=_positive_float, default=None,
+                   help="NIR: the reader's time step in seconds (default 1e-4, snnTorch's)")
+    x.add_argument("--pool", default=None, choices=["avg", "sum"],
+                   help="NIR: pools as AvgPool2d, or SumPool2d + Scale (default avg)")
+    x.add_argument("--batch-size", type=positive_int, default=None,
+                   help="ONNX: the batch size traced (the batch axis stays dynamic; default 1)")
+    x.add_argument("--opset", type=positive_int, default=None,
+                   help="ONNX: opset version (default: the exporter's)")
+    x.add_argument("--no-verify", action="store_true",
+                   help="ONNX: skip the check of ONNX Runtime against PyTorch")
+    x.add_argument("--legacy-exporter", action="store_true",
+                   help="ONNX: torch.onnx's TorchScript exporter instead of torch.export")
+    x.set_defaults(func=cmd_export)
+
+    o = add("import-original",
+            "import a checkpoint of the paper's original code (SNN-Segmentation)")
+    o.add_argument("--checkpoint", required=True, type=existing_file,
+                   help="the original code's .pth file")
+    o.add_argument("--out", required=True, type=output_file,
+                   help="spikeseg checkpoint to write (NAME or NAME.safetensors)")
+    o.add_argument("--trust", action="store_true", help=TRUST_HELP)
+    o.add_argument("--scaling-factor", type=_positive_float, default=0.7,
+                   help="converted ANNs: the factor the original code multiplies its "
+                        "thresholds by at use (not stored in the file)")
+    o.add_argument("--thresholds", default="auto",
+                   choices=["auto", "none", "layer", "channel", "neuron"],
+                   help="ANN files: the file's thresholds if it has one type (auto), the plain "
+                        "ANN (none), or a type (a converted SNN)")
+    o.add_argument("--threshold-timesteps", type=positive_int, default=None,
+                   help="which thresholds[type][T] to use (default: the only one)")
+    o.add_argument("--timesteps", type=positive_int, default=None,
+                   help="default T of a converted model (default: that of its thresholds)")
+    o.add_argument("--model", default=None,
+                   help="spikeseg model to import as (default: from the file's model_type and "
+                        "architecture)")
+    o.set_defaults(func=cmd_import_original)
 
     m = add("models", "list the available models with their parameter counts")
     m.add_argument("--num-classes", type=positive_int, default=21,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SpikesegError
+from ..io import atomic_write
 
 __all__ = [
     "plot_spike_rates",
@@ -56,9 +57,11 @@ def _pyplot():
 def _save(fig, path: str | Path) -> Path:
     """Write ``fig`` cropped to its content (legends beside the axes included) and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.08)
-    _pyplot().close(fig)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI,
+                                                   bbox_inches="tight", pad_inches=0.08))
+    finally:
+        _pyplot().close(fig)
     return path
 
 

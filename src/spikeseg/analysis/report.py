@@ -37,12 +37,22 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import DataConfig
+from .. import rng
 from ..data.base import DatasetInfo
 from ..encoding.events import OFF, ON
 from ..engine.checkpoint import load_checkpoint
-from ..engine.evaluate import build_split, evaluate, prepare_model, resolve_device, to_input
+from ..engine.evaluate import (
+    build_split,
+    checkpoint_data_config,
+    checkpoint_dataset,
+    checkpoint_seed,
+    evaluate,
+    prepare_model,
+    resolve_device,
+    to_input,
+)
 from ..errors import SpikesegError
+from ..io import atomic_write_text
 from . import plots
 from .energy import OpCounter, estimate_energy
 from .robustness import CORRUPTIONS, corruption_robustness, noise_robustness
@@ -141,7 +151,7 @@ def write_report(
     first_layer: str = "mac",
     device: str = "auto",
     data_root: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the analyses of a spiking checkpoint and write the report files to ``out``.
@@ -173,10 +183,21 @@ def write_report(
             f"{checkpoint} is an ANN ({meta['model']['name']}); give the spiking model as "
             "--checkpoint and the ANN as --ann-checkpoint"
         )
-    data = DataConfig(**meta.get("config", {}).get("data", {}))
+    if ann_checkpoint is not None:  # refuse a wrong twin before any work
+        ann, ann_meta = load_checkpoint(ann_checkpoint, map_location="cpu")
+        if ann.spiking:
+            raise SpikesegError(f"--ann-checkpoint {ann_checkpoint} is a spiking model")
+        if (ann.num_classes, ann.in_channels) != (snn.num_classes, snn.in_channels):
+            raise SpikesegError(
+                f"{ann_checkpoint} predicts {ann.num_classes} classes from {ann.in_channels} "
+                f"channels; the SNN {snn.num_classes} from {snn.in_channels}"
+            )
+    if seed is None:  # the streams the run's own validation used
+        seed = checkpoint_seed(meta)
+    data = checkpoint_data_config(meta, str(checkpoint))
     if data_root is not None:
         data.root = data_root
-    val = build_split(data, "val", snn.timesteps)
+    val = checkpoint_dataset(meta, snn, "val", snn.timesteps, data_root, source=str(checkpoint))
     loader = DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=data.num_workers)
     class_names = list(val.info.class_names)
     snn = prepare_model(snn, dev)
@@ -188,16 +209,10 @@ def write_report(
         snn_eval = evaluate(snn, loader, dev, desc="SNN", **common)
     snn_ops = oc.layers()
 
-    ann = ann_meta = ann_eval = ann_ops = None
-    if ann_checkpoint is not None:
-        ann, ann_meta = load_checkpoint(ann_checkpoint, map_location="cpu")
-        if ann.spiking:
-            raise SpikesegError(f"--ann-checkpoint {ann_checkpoint} is a spiking model")
-        if (ann.num_classes, ann.in_channels) != (snn.num_classes, snn.in_channels):
-            raise SpikesegError(
-                f"{ann_checkpoint} predicts {ann.num_classes} classes from {ann.in_channels} "
-                f"channels; the SNN {snn.num_classes} from {snn.in_channels}"
-            )
+    ann_eval = ann_ops = None
+    if ann_checkpoint is None:
+        ann = ann_meta = None
+    else:
         ann = prepare_model(ann, dev)
         ann_loader = loader
         if val.info.temporal and ann.timesteps != T:  # the frames the ANN was trained on
@@ -251,8 +266,9 @@ def write_report(
     xs = torch.stack([s[0] for s in samples])
     gts = torch.stack([s[1] for s in samples]).numpy().astype(np.int64)
     with torch.no_grad():
-        logits = snn(to_input(xs, dev, dev.type == "cpu"),
-                     generator=torch.Generator(device=dev).manual_seed(seed))
+        # The spike trains evaluate() gave samples 0..n-1 (keyed by their index).
+        keys = rng.sample_keys(seed, "poisson", range(n), device=dev)
+        logits = snn(to_input(xs, dev, dev.type == "cpu"), keys=keys)
     preds = logits.argmax(1).cpu().numpy()
     palette = val.info.palette  # the dataset's own colours (VOC's, Cityscapes', categorical)
     files = {
@@ -296,10 +312,9 @@ def write_report(
         "files": {k: Path(v).name for k, v in files.items()},
     }
     report = _nan_to_none(report)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    md = _markdown(report)
-    (out / "report.md").write_text(md)
-    (out / "report.html").write_text(_html(report))
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    atomic_write_text(out / "report.md", _markdown(report))
+    atomic_write_text(out / "report.html", _html(report))
     return report
 
 

@@ -132,15 +132,6 @@ class _Stats:
         return torch.tensor(float(np.percentile(vals.numpy().ravel(), q)))
 
 
-def _direct_input(snn: nn.Module, x: Tensor) -> Tensor:
-    """Static images as the model's forward feeds them to its encoder: minus ``input_mean``
-    for direct coding (signed Poisson coding subtracts the mean itself)."""
-    mean = getattr(snn, "input_mean", None)
-    if mean is None or snn.encoding != "direct":
-        return x
-    return x - torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-
-
 def _magnitude(x: Tensor, slope: float) -> Tensor:
     """What a neuron must transmit for input current ``x``: ``x`` for ReLU layers,
     ``|leaky_relu(x)| = max(x, −α·x)`` for leaky ones (see the module docstring)."""
@@ -239,7 +230,7 @@ def calibrate(
             act.probe = probe
             try:
                 if x.dim() == 4:
-                    frames = snn.encoder.steps(_direct_input(snn, x), T, gen)
+                    frames = snn.encoder.steps(snn.network_input(x), T, gen)
                 else:
                     frames = iter(x.transpose(0, 1).unbind(0))
                 ctx = TimeContext("step", T)

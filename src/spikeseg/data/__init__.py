@@ -14,10 +14,13 @@ from .base import (
     DatasetInfo,
     SegmentationDataset,
     build_dataset,
+    categorical_palette,
     dataset_accepts,
+    dataset_palette,
     default_palette,
     list_datasets,
     register_dataset,
+    voc_palette,
 )
 
 __all__ = [
@@ -25,8 +28,11 @@ __all__ = [
     "DatasetInfo",
     "SegmentationDataset",
     "build_dataset",
+    "categorical_palette",
     "dataset_accepts",
+    "dataset_palette",
     "default_palette",
     "list_datasets",
     "register_dataset",
+    "voc_palette",
 ]

@@ -26,8 +26,9 @@ from .. import rng
 
 __all__ = ["PoissonEncoder", "DirectEncoder", "build_encoder", "ENCODINGS", "CAFFE_MEAN_RGB"]
 
-CAFFE_MEAN_RGB = (122.68 / 255.0, 116.67 / 255.0, 104.01 / 255.0)
-"""The Caffe/VOC mean pixel the paper's code subtracts, as RGB in ``[0, 1]``."""
+CAFFE_MEAN_RGB = (122.67892 / 255.0, 116.66877 / 255.0, 104.00699 / 255.0)
+"""The Caffe/VOC mean pixel the paper's code subtracts (its BGR 104.00699, 116.66877,
+122.67892), as RGB in ``[0, 1]``."""
 
 ENCODINGS = ("poisson", "poisson_signed", "direct")
 
@@ -126,6 +127,12 @@ class DirectEncoder(PoissonEncoder):
 
     def __repr__(self) -> str:
         return "DirectEncoder()"
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """The analog input itself (not clamped: with an input mean it has negative values)."""
+        if images.dim() != 4:
+            raise ValueError(f"expected images [B, C, H, W], got shape {tuple(images.shape)}")
+        return images
 
     def step(self, prob: Tensor, generator: torch.Generator | None = None, *,
              keys: Tensor | None = None, t: int = 0) -> Tensor:

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import rng
-from ..config import DataConfig
+from ..config import Config, DataConfig
 from ..data import IGNORE_INDEX, SegmentationDataset, build_dataset, dataset_accepts
 from ..errors import SpikesegError
 from ..progress import progress as progress_bar
@@ -30,6 +30,7 @@ __all__ = [
     "resolve_device",
     "prepare_model",
     "build_split",
+    "checkpoint_data_config",
     "checkpoint_dataset",
     "checkpoint_seed",
     "data_timesteps",
@@ -269,9 +270,8 @@ def evaluate_checkpoint(
     # Event datasets give a model as many frames as the timesteps it runs for.
     frames = timesteps or model.timesteps
     ds = checkpoint_dataset(meta, model, split, frames, data_root, source=str(checkpoint))
-    data = DataConfig(**meta["config"]["data"])
     loader = DataLoader(Indexed(ds), batch_size=batch_size, shuffle=False,
-                        num_workers=data.num_workers)
+                        num_workers=checkpoint_data_config(meta).num_workers)
     model = prepare_model(model, dev)
     result = evaluate(
         model, loader, dev, timesteps=timesteps, max_batches=max_batches, progress=progress,
@@ -304,10 +304,7 @@ def checkpoint_dataset(
         data_root: the dataset folder, if it moved since training.
         source: the checkpoint's name, for error messages.
     """
-    cfg = meta.get("config", {}).get("data")
-    if cfg is None:
-        raise SpikesegError(f"{source} records no dataset; use it from Python")
-    data = DataConfig(**cfg)
+    data = checkpoint_data_config(meta, source)
     if data_root is not None:
         data.root = data_root
     ds = build_split(data, split, timesteps)
@@ -316,7 +313,26 @@ def checkpoint_dataset(
             f"dataset {data.dataset} has {ds.num_classes} classes but the model of {source} "
             f"predicts {model.num_classes}"
         )
+    saved = meta.get("dataset", {})
+    now = ds.info.on_off_channels
+    was = saved.get("on_off_channels", "unrecorded")
+    if was == "unrecorded" and now == (1, 0) and data.dataset in ("builtin_events", "dsec"):
+        was = (0, 1)  # count frames were ON-first before spikeseg took Tonic's order
+    if was != "unrecorded" and now is not None and tuple(was or ()) != tuple(now):
+        raise SpikesegError(
+            f"{source} was trained on event count frames with ON, OFF in channels "
+            f"{tuple(was)}, but {data.dataset} now gives them in channels {tuple(now)} "
+            "(spikeseg follows Tonic's order, OFF first); retrain the model"
+        )
     return ds
+
+
+def checkpoint_data_config(meta: dict, source: str = "checkpoint") -> DataConfig:
+    """The dataset settings a checkpoint records (validated like a config file's)."""
+    cfg = meta.get("config", {}).get("data")
+    if cfg is None:
+        raise SpikesegError(f"{source} records no dataset; use it from Python")
+    return Config.from_dict({"data": cfg}, source=f"{source} (its data settings)").data
 
 
 def baseline_scores(dataset: SegmentationDataset, batch_size: int = 64) -> SegmentationScores:

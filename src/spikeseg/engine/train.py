@@ -406,7 +406,8 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
     meta_base = {
         "config": cfg.to_dict(),
         "dataset": {"name": info.name, "class_names": info.class_names,
-                    "in_channels": info.in_channels, "temporal": info.temporal},
+                    "in_channels": info.in_channels, "temporal": info.temporal,
+                    "on_off_channels": info.on_off_channels},
     }
 
     def state_payload(epoch: int, step: int, part: dict) -> dict[str, Any]:

@@ -84,6 +84,7 @@ import torch
 from torch import Tensor
 
 from ..convert.algorithm import layer_threshold_summary
+from ..encoding import CAFFE_MEAN_RGB
 from ..engine.checkpoint import save_checkpoint
 from ..errors import SpikesegError
 from ..models import create, model_entry
@@ -101,7 +102,6 @@ __all__ = [
     "CAFFE_MEAN_BGR_255",
     "ORIGINAL_CAFFE_MEAN_RGB",
     "ARCHITECTURES",
-    "TRUST_HELP",
     "NUMPY_SCALAR_GLOBALS",
     "read_original",
     "original_model",
@@ -111,22 +111,14 @@ __all__ = [
 ORIGINAL_REPOSITORY = "Intelligent-Computing-Lab-Yale/SNN-Segmentation"
 """The paper's original code."""
 
-CAFFE_MEAN_BGR_255 = (104.00699, 116.66877, 122.67892)
+CAFFE_MEAN_BGR_255 = tuple(round(v * 255.0, 5) for v in reversed(CAFFE_MEAN_RGB))
 """The mean pixel the original subtracts from VOC images, BGR in 0-255 (its dataset.py)."""
 
-ORIGINAL_CAFFE_MEAN_RGB = tuple(v / 255.0 for v in reversed(CAFFE_MEAN_BGR_255))
+ORIGINAL_CAFFE_MEAN_RGB = CAFFE_MEAN_RGB
 """The same mean as RGB in ``[0, 1]``: the imported models' ``input_mean``."""
 
 ARCHITECTURES = {"dl-vgg9": "deeplab", "fcn-vgg9": "fcn"}
 """The original's ``architecture`` names → spikeseg's ANN names (SNNs: ``spiking_`` + name)."""
-
-TRUST_HELP = (
-    "unpickle the checkpoint in full (torch.load with weights_only=False) when it holds "
-    "Python objects other than tensors, plain values and the NumPy float64 of the original "
-    "code's files; unpickling can run arbitrary code, so use this only for a file whose "
-    "source you trust"
-)
-"""Help text of the command line's ``--trust``."""
 
 _FULL_PROP_EXTRA = {"deeplab": 9, "fcn": 9}
 # Membranes of the original (len(mem_features) + len(mem_classifier), snn_vgg.py l. 323): 7 + 2

@@ -204,7 +204,7 @@ class SegmentationModel(nn.Module):
         """
         self._check_input(x)
         size = (x.shape[-2], x.shape[-1])
-        x = self._subtract_mean(x)
+        x = self.network_input(x)
         if not self.spiking:
             if x.dim() == 4:
                 return self.head(self.body(x, None), size)
@@ -279,7 +279,7 @@ class SegmentationModel(nn.Module):
         if not marks or marks[0] < 1:
             raise ValueError(f"checkpoints must be >= 1, got {checkpoints}")
         size = (x.shape[-2], x.shape[-1])
-        x = self._subtract_mean(x)
+        x = self.network_input(x)
         if x.dim() == 5 and marks[-1] > x.shape[0]:
             raise ValueError(f"{x.shape[0]} frames given, checkpoints up to {marks[-1]}")
         frames, _ = self._frames(x, marks[-1], generator, keys)
@@ -311,9 +311,10 @@ class SegmentationModel(nn.Module):
             total = [a + f for a, f in zip(total, self.body(zero, side), strict=True)]
         return total
 
-    def _subtract_mean(self, x: Tensor) -> Tensor:
-        """Static images minus ``input_mean`` where the network reads them directly (ANNs and
-        direct coding; signed Poisson coding subtracts it itself)."""
+    def network_input(self, x: Tensor) -> Tensor:
+        """What the network (or its encoder) reads of an input: static images minus
+        ``input_mean`` where the network reads them directly (ANNs and direct coding; signed
+        Poisson coding subtracts the mean itself); anything else unchanged."""
         if self.input_mean is None or x.dim() != 4:
             return x
         if self.spiking and self.encoding != "direct":
