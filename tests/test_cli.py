@@ -128,3 +128,32 @@ def test_train_can_end_with_the_report(tmp_path, capsys):
     assert code == 0
     assert (tmp_path / "runs" / "tiny" / "report" / "report.md").is_file()
     assert "spike rates (eq. 8)" in out and "report/report.md" in out
+
+
+def test_export_commands(trained, tmp_path, capsys):
+    """spikeseg export: NIR refuses the BNTT model with the option to use, ONNX writes it."""
+    _, ck = trained
+    assert main(["export", "--checkpoint", str(ck), "--format", "nir",
+                 "--out", str(tmp_path / "m.nir")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("spikeseg: error:") and "model.norm=bn" in err
+    pytest.importorskip("onnx")
+    assert main(["export", "--checkpoint", str(ck), "--format", "onnx", "--legacy-exporter",
+                 "--out", str(tmp_path / "m.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "m.onnx").is_file() and "input: " in out and "left out:" in out
+
+
+def test_import_original_command(tmp_path, capsys):
+    from .test_import_original import _save, make_original
+
+    state = make_original("dl-vgg9", "snn", T=2)
+    orig = _save(tmp_path, state)
+    out = tmp_path / "imported"
+    assert main(["import-original", "--checkpoint", str(orig), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "spiking_deeplab" in printed and (tmp_path / "imported.safetensors").is_file()
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["import-original", "--checkpoint", str(bad), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("spikeseg: error:")

@@ -296,3 +296,16 @@ def test_cli_trains_one_epoch(tmp_path, root, model):
         args += ["--set", o]
     assert main(args) == 0
     assert (out / "tiny" / "checkpoints" / "best.safetensors").is_file()
+
+
+def test_event_files_with_nan_or_inf_are_refused_with_their_name(root):
+    ds = ddd17("train", root, timesteps=2)
+    path = ds.samples[0].events[-1]
+    bad = np.full((H, W, 6), np.nan, np.float32)
+    np.save(path, bad)
+    msg = _err(ds.__getitem__, 0)
+    assert str(path) in msg and "NaN or infinite" in msg
+    bad = _events(0)
+    bad[3, 4, 1] = np.inf
+    np.save(path, bad)
+    assert "1 NaN or infinite" in _err(ds.__getitem__, 0)

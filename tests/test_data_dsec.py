@@ -365,3 +365,23 @@ def test_cli_trains_one_epoch(tmp_path, pristine):
         args += ["--set", o]
     assert main(args) == 0
     assert (out / "tiny" / "checkpoints" / "best.safetensors").is_file()
+
+
+@pytest.mark.parametrize("bad", ["fractional", "nan"])
+def test_fractional_or_nan_coordinates_are_refused_with_the_file(root, bad):
+    path = root / "train_events" / B / "events" / "left" / "events.h5"
+    x, y, t, p = _events(B)
+    x = x.astype(np.float32) + (0.5 if bad == "fractional" else 0.0)
+    if bad == "nan":
+        x[np.flatnonzero((t >= 100_000) & (t < 150_000))[0]] = np.nan
+    data = {"events/x": x, "events/y": y.astype(np.uint16),
+            "events/t": t.astype(np.uint32), "events/p": p.astype(np.uint8),
+            "ms_to_idx": np.searchsorted(t, np.arange(int(t[-1]) // 1000 + 1) * 1000,
+                                         side="left").astype(np.uint64)}
+    with h5py.File(path, "w") as f:
+        for key, value in data.items():
+            f.create_dataset(key, data=value, **BLOSC)
+        f.create_dataset("t_offset", data=np.int64(SEQS[B][1]))
+    ds = dsec("train", root, rectify=False)
+    msg = _err(ds.__getitem__, _item(ds, B, 1))
+    assert str(path) in msg and "must be integers" in msg

@@ -470,15 +470,20 @@ def cmd_export(args: argparse.Namespace) -> int:
                        verify=not args.no_verify, dynamo=not args.legacy_exporter)
     r = export_checkpoint(args.checkpoint, args.format, args.out, **options)
     print(f"{r.get('model', '?')} -> {r.get('path', args.out)} ({args.format})")
-    for key in ("inputs", "outputs"):
-        if r.get(key):
-            print(f"{key}: " + "; ".join(_describe(v) for v in r[key]))
-    for line in r.get("left_out") or []:
-        print(f"left out: {line}")
-    for line in r.get("notes") or []:
-        print(f"note: {line}")
-    if r.get("max_abs_difference") is not None:
-        print(f"checked against PyTorch: largest difference {r['max_abs_difference']:.2e}")
+    shape = r.get("input") or ({"input": r["input_shape"]} if r.get("input_shape") else {})
+    for label, value in (("input", shape), ("output", r.get("output") or r.get("outputs"))):
+        if value:
+            print(f"{label}: {_describe(value)}")
+    if r.get("parameter_mapping"):
+        print("neurons: " + "; ".join(_describe(m) for m in r["parameter_mapping"]))
+    for key in ("folded", "kept", "left_out", "notes"):
+        lines = r.get(key) or []
+        for line in [lines] if isinstance(lines, str) else lines:
+            print(f"{key.replace('_', ' ')}: {line}")
+    if r.get("verified"):
+        print(f"checked with ONNX Runtime on batch {r.get('verified_batch')}: largest difference "
+              f"{r.get('max_abs_diff', float('nan')):.2e}, predicted classes agree on "
+              f"{r.get('label_agreement', float('nan')):.2%} of pixels")
     return 0
 
 

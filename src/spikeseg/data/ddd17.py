@@ -358,8 +358,15 @@ class DDD17(SegmentationDataset):
                 f"{getattr(arr, 'shape', '?')}; expected EV-SegNet's float32 [H, W, 6] "
                 "(200 x 346 x 6 in the release)"
             )
-        return np.ascontiguousarray(arr[:, :, list(self.channels)].transpose(2, 0, 1),
-                                    dtype=np.float32)
+        out = np.ascontiguousarray(arr[:, :, list(self.channels)].transpose(2, 0, 1),
+                                   dtype=np.float32)
+        if not np.isfinite(out).all():
+            bad = int((~np.isfinite(out)).sum())
+            raise SpikesegError(
+                f"events file {path} holds {bad} NaN or infinite values in the channels read; "
+                "the file is damaged: extract it again (or leave it out of the datalist)"
+            )
+        return out
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.samples[index]

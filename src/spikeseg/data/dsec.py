@@ -490,11 +490,14 @@ class DSECSemantic(SegmentationDataset):
                 f"{lo_ms}..{hi_ms} span t={t[0]}..{t[-1]} µs); download the file again"
             )
         j0, j1 = i0 + int(np.searchsorted(t, t_start)), i0 + int(np.searchsorted(t, t_end))
-        raw = np.empty(j1 - j0, dtype=[("x", "<i8"), ("y", "<i8"), ("t", "<i8"), ("p", "<i8")])
-        raw["t"] = t[j0 - i0 : j1 - i0]
         with _reading(seq.events):
-            for c in "xyp":
-                raw[c] = f[f"events/{c}"][j0:j1]
+            cols = {c: np.asarray(f[f"events/{c}"][j0:j1]) for c in "xyp"}
+        # The columns keep their stored types, so as_events refuses fractional or NaN ones.
+        raw = np.empty(j1 - j0, dtype=[("x", cols["x"].dtype), ("y", cols["y"].dtype),
+                                        ("t", "<i8"), ("p", cols["p"].dtype)])
+        raw["t"] = t[j0 - i0 : j1 - i0]
+        for c, v in cols.items():
+            raw[c] = v
         ev = as_events(raw, SENSOR_SIZE, source=f"{seq.events} (events {j0}..{j1})")
         x, y = ev["x"].astype(np.int64), ev["y"].astype(np.int64)
         if self.rectify and seq.rectify_map is not None:
