@@ -184,3 +184,33 @@ def test_full_propagation_changes_outputs_only_after_step_T(norm):
     assert torch.allclose(sweep[T], b(x, keys=keys), atol=1e-5)
     b.step_mode = "fold"
     assert torch.allclose(b(x, keys=keys), sweep[T], atol=1e-5)
+
+
+# The paper recipe's forward output for a fixed seed, recorded before the options of the
+# modern recipe were added: (train-mode sum, |sum|, eval-mode sum, |sum|) after 20 train passes.
+PINNED = {
+    "spiking_deeplab": (5313.314893851071, 7614.063445536725, 1225.1441381293766, 1983.042929299109),
+    "spiking_fcn": (-557.5736006572843, 4316.472969220951, -277.79754139622673, 4027.992735462729),
+    "deeplab": (10098.372961543886, 14668.911153013898, 6689.8430122088175, 8674.657621592516),
+    "fcn": (-655.8755430411547, 10738.938355440274, 803.2826091228053, 10312.583927529864),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_paper_recipe_forward_output_is_pinned(name):
+    """New options are off by default: the paper's models compute exactly what they did."""
+    from spikeseg import rng
+
+    torch.manual_seed(0)
+    m = models.create(name, 5, timesteps=4, width=0.125)
+    x = torch.rand(2, 3, 24, 32, generator=torch.Generator().manual_seed(1)) * 2.0
+    keys = rng.sample_keys(0, "poisson", [0, 1])
+    m.train()
+    with torch.no_grad():
+        for _ in range(20):
+            y = m(x, keys=keys) if m.spiking else m(x)
+        m.eval()
+        z = m(x, keys=keys) if m.spiking else m(x)
+    got = (float(y.double().sum()), float(y.double().abs().sum()),
+           float(z.double().sum()), float(z.double().abs().sum()))
+    assert got == pytest.approx(PINNED[name], rel=1e-6, abs=1e-6)

@@ -25,6 +25,10 @@ Three implementations with identical numbers:
 * :class:`LIF` module — ``forward([T, ...]) -> [T, ...]`` (and :meth:`LIF.step` for one step),
   backed by fused autograd functions that save only the surrogate term per step (one tensor
   instead of the four or five an op-by-op graph keeps).
+
+:class:`PLIF` learns the leak (``λ = sigmoid(a)``, the parametric LIF of Fang et al. 2021) and,
+optionally, the threshold (``θ = max(b, 0.01)``), one per layer or one per channel; the
+surrogate then also carries a gradient to θ (``∂s/∂θ = −surrogate``).
 """
 
 from __future__ import annotations
@@ -50,8 +54,13 @@ __all__ = [
     "spike_fn",
     "lif_step",
     "LIF",
+    "PLIF",
     "IF",
+    "NEURONS",
 ]
+
+NEURONS = ("lif", "plif")
+"""Neuron models a spiking model can be built with (``model.neuron``)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,6 +221,23 @@ class _SpikeFn(torch.autograd.Function):
 def spike_fn(u: Tensor, threshold: float = 1.0, surrogate: Surrogate | None = None) -> Tensor:
     """Eq. (3) spikes ``(u > θ)`` with the surrogate derivative (default eq. (6)) in backward."""
     return _SpikeFn.apply(u, threshold, surrogate or PiecewiseLinear())
+
+
+class _SpikeFnTensor(torch.autograd.Function):
+    """``u > θ`` with a tensor θ (learnable): the surrogate flows to ``u`` and (negated) to θ."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, theta: Tensor, surrogate: Surrogate) -> Tensor:
+        ctx.save_for_backward(u, theta)
+        ctx.surrogate = surrogate
+        return (u > theta).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_s: Tensor):
+        u, theta = ctx.saved_tensors
+        g = grad_s * ctx.surrogate.grad(u, theta)
+        g_theta = (-g).sum_to_size(theta.shape) if ctx.needs_input_grad[1] else None
+        return g, g_theta, None
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,6 +474,88 @@ class LIF(nn.Module):
         if self._spike_hooks:
             self._notify(out, None)
         return out
+
+
+class PLIF(LIF):
+    """LIF with learnable parameters: the leak (PLIF, Fang et al. 2021) and/or the threshold.
+
+    ``λ = sigmoid(a)`` with ``a`` initialised to ``logit(leak)``; ``θ = max(b, 0.01)`` with
+    ``b`` initialised to ``threshold``. Each is one value per layer (``per="layer"``) or per
+    channel (``per="channel"``; the input's dimension 1, or 0 for a single frame of one
+    sample). Eqs. (2)-(3) are otherwise unchanged; gradients reach ``a`` through the leak term
+    and ``b`` through the surrogate and the reset.
+
+    Args:
+        channels: channels of the layer (used with ``per="channel"``).
+        per: ``"layer"`` or ``"channel"``.
+        learn_leak: learn λ (PLIF); otherwise λ stays ``leak``.
+        learn_threshold: learn θ; otherwise θ stays ``threshold``.
+        **kwargs: :class:`LIF`'s arguments (the initial ``leak`` and ``threshold``, ...).
+    """
+
+    def __init__(self, channels: int = 1, per: str = "layer", learn_leak: bool = True,
+                 learn_threshold: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if per not in ("layer", "channel"):
+            raise ValueError(f"per must be 'layer' or 'channel', not {per!r}")
+        n = int(channels) if per == "channel" else 1
+        self.per = per
+        lam = min(self.leak, 1.0 - 1e-6)  # λ = 1 has no finite logit
+        self.leak_logit = (nn.Parameter(torch.full((n,), math.log(lam / (1.0 - lam))))
+                           if learn_leak else None)
+        self.threshold_param = (nn.Parameter(torch.full((n,), self.threshold))
+                                if learn_threshold else None)
+
+    def extra_repr(self) -> str:
+        learned = [n for n, p in (("leak", self.leak_logit), ("threshold", self.threshold_param))
+                   if p is not None]
+        return super().extra_repr() + f", learned={'+'.join(learned) or 'none'} per {self.per}"
+
+    def _shape(self, p: Tensor, x: Tensor) -> Tensor:
+        if p.numel() == 1:
+            return p.reshape(())
+        return p.view(-1, *([1] * (x.dim() - 2)))  # [C, 1, 1] against [N, C, H, W]
+
+    def effective_leak(self, x: Tensor) -> Tensor | float:
+        """λ, broadcastable against a step's input ``x``."""
+        return self.leak if self.leak_logit is None else self._shape(
+            torch.sigmoid(self.leak_logit), x).to(x.dtype)
+
+    def effective_threshold(self, x: Tensor) -> Tensor:
+        """θ, broadcastable against a step's input ``x``."""
+        if self.threshold_param is None:
+            return torch.tensor(self.threshold, dtype=x.dtype, device=x.device)
+        return self._shape(self.threshold_param.clamp(min=0.01), x).to(x.dtype)
+
+    def step(self, x: Tensor, mem: Tensor | None = None, t: int | None = None
+             ) -> tuple[Tensor, Tensor]:
+        lam = self.effective_leak(x)
+        theta = self.effective_threshold(x)
+        u = x if mem is None else lam * mem + x
+        s = _SpikeFnTensor.apply(u, theta, self.surrogate)
+        r = s.detach() if self.detach_reset else s
+        m = u * (1.0 - r) if self.reset == "hard" else u - theta * r
+        if self._spike_hooks:
+            if t is None:
+                raise ValueError("PLIF.step: pass the timestep t= when spike hooks are registered")
+            self._notify(s, t)
+        return s, m
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2:
+            raise ValueError("PLIF expects a time-first tensor [T, N, ...]")
+        hooks, self._spike_hooks = self._spike_hooks, OrderedDict()
+        try:
+            out, m = [], None
+            for xt in x.unbind(0):
+                s, m = self.step(xt, m)
+                out.append(s)
+        finally:
+            self._spike_hooks = hooks
+        spikes = torch.stack(out)
+        if self._spike_hooks:
+            self._notify(spikes, None)
+        return spikes
 
 
 class IF(LIF):

@@ -30,91 +30,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..neurons import LIF
-from ..norm import BNTT, NORMS, TimeSharedBN
-from .base import SegmentationModel
-from .layers import ConvBlock, NeuronSlot, TimeContext, init_weights, resize, scale_channels
+from .builder import InjectedModel
+from .layers import ConvBlock, NeuronSlot, TimeContext, init_weights, resize
 
 __all__ = ["DeepLabVGG9", "FCNVGG9"]
 
 
-class _VGG9Base(SegmentationModel):
-    """Shared construction of neurons, norms and conv blocks for both families."""
-
-    def __init__(
-        self,
-        num_classes: int,
-        in_channels: int = 3,
-        *,
-        spiking: bool,
-        timesteps: int = 20,
-        width: float = 1.0,
-        leak: float = 0.99,
-        threshold: float = 1.0,
-        reset: str = "soft",
-        surrogate: str = "pwl",
-        surrogate_options: dict | None = None,
-        detach_reset: bool = True,
-        bn_eps: float = 1e-4,
-        bn_momentum: float = 0.1,
-        activation: str = "relu",
-        norm: str | None = None,
-        encoding: str = "poisson",
-        step_mode: str = "auto",
-        input_mean: list[float] | None = None,
-        propagation_steps: int = 0,
-    ) -> None:
-        super().__init__(num_classes, in_channels, spiking, timesteps, encoding, step_mode,
-                         input_mean, propagation_steps)
-        norm = norm or ("bntt" if spiking else "bn")
-        valid = NORMS if spiking else ("bn", "none")
-        if norm not in valid:
-            kind = "a spiking" if spiking else "an ANN"
-            raise ValueError(f"norm of {kind} model must be one of {valid}, not {norm!r}")
-        self.norm = norm
-        if width <= 0:
-            raise ValueError(f"width must be > 0, got {width}")
-        if activation not in ("relu", "leaky_relu"):
-            raise ValueError(f"activation must be 'relu' or 'leaky_relu', not {activation!r}")
-        self.width = width
-        self._neuron_kw = dict(
-            leak=leak, threshold=threshold, reset=reset, surrogate=surrogate,
-            surrogate_options=surrogate_options, detach_reset=detach_reset,
-        )
-        self._bn_kw = dict(eps=bn_eps, momentum=bn_momentum)
-        self.activation = activation
-
-    def ch(self, c: int) -> int:
-        return scale_channels(c, self.width)
-
-    def make_act(self) -> nn.Module:
-        if self.spiking:
-            return LIF(**self._neuron_kw)
-        return nn.ReLU(inplace=True) if self.activation == "relu" else nn.LeakyReLU(0.1, True)
-
-    def make_norm(self, c: int) -> nn.Module:
-        if self.norm == "none":
-            return nn.Identity()
-        if not self.spiking:
-            return nn.BatchNorm2d(c, affine=False, **self._bn_kw)
-        if self.norm == "bntt":
-            return BNTT(c, self.timesteps + self.propagation_steps, **self._bn_kw)
-        scale = self._neuron_kw["threshold"] if self.norm == "tdbn" else 1.0
-        return TimeSharedBN(c, scale=scale, **self._bn_kw)
-
-    def block(self, cin: int, cout: int, kernel: int = 3, dilation: int = 1) -> ConvBlock:
-        pad = dilation * (kernel - 1) // 2
-        # Without a norm the convolution carries the bias a norm would otherwise provide.
-        conv = nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation,
-                         bias=self.norm == "none")
-        return ConvBlock(conv, self.make_norm(cout), self.make_act())
-
-    @staticmethod
-    def pool() -> nn.AvgPool2d:
-        return nn.AvgPool2d(kernel_size=3, stride=2, padding=1)
-
-
-class DeepLabVGG9(_VGG9Base):
+class DeepLabVGG9(InjectedModel):
     """(Spiking-)DeepLab with a VGG9 backbone; see the module docstring."""
 
     def __init__(self, num_classes: int, in_channels: int = 3, **kwargs) -> None:
@@ -146,7 +68,7 @@ class DeepLabVGG9(_VGG9Base):
         } | {blocks[-1]: ["output"]}
 
 
-class FCNVGG9(_VGG9Base):
+class FCNVGG9(InjectedModel):
     """(Spiking-)FCN with a VGG9 backbone and three skip scores; see the module docstring."""
 
     def __init__(self, num_classes: int, in_channels: int = 3, **kwargs) -> None:
@@ -167,8 +89,8 @@ class FCNVGG9(_VGG9Base):
         self.up1 = nn.ConvTranspose2d(k, k, 3, stride=2, bias=False)
         self.up2 = nn.ConvTranspose2d(k, k, 3, stride=2, bias=False)
         self.up3 = nn.ConvTranspose2d(k, k, 3, stride=2, bias=False)
-        self.up1_act = NeuronSlot(self.make_act() if self.spiking else nn.Identity())
-        self.up2_act = NeuronSlot(self.make_act() if self.spiking else nn.Identity())
+        self.up1_act = NeuronSlot(self.make_act(k) if self.spiking else nn.Identity())
+        self.up2_act = NeuronSlot(self.make_act(k) if self.spiking else nn.Identity())
         init_weights(self)
 
     @staticmethod
