@@ -14,10 +14,19 @@ def _seed():
     torch.manual_seed(0)
 
 
-def test_registry_lists_the_four_table1_models():
-    assert models.list_models() == ["deeplab", "fcn", "spiking_deeplab", "spiking_fcn"]
-    assert models.list_models("spiking_*") == ["spiking_deeplab", "spiking_fcn"]
+TABLE1 = ["deeplab", "fcn", "spiking_deeplab", "spiking_fcn"]
+
+
+def test_registry_lists_the_four_table1_models_and_the_residual_variants():
+    assert models.list_models() == sorted(TABLE1 + ["deeplab_res", "fcn_res",
+                                                    "spiking_deeplab_res", "spiking_fcn_res"])
+    assert models.list_models("spiking_*") == ["spiking_deeplab", "spiking_deeplab_res",
+                                               "spiking_fcn", "spiking_fcn_res"]
     assert models.model_entry("spiking_fcn").twin == "fcn"
+    for name in models.list_models():  # every model has its twin, and they agree
+        twin = models.model_entry(name).twin
+        assert models.model_entry(twin).twin == name
+        assert models.model_entry(twin).spiking != models.model_entry(name).spiking
 
 
 @pytest.mark.parametrize("name", models.list_models())
@@ -76,7 +85,7 @@ def test_timesteps_argument_and_seeded_encoding():
     assert m(x, timesteps=9).shape == a.shape  # eval beyond the trained window
 
 
-@pytest.mark.parametrize("name", models.list_models())
+@pytest.mark.parametrize("name", TABLE1)
 def test_architecture_matches_table1(name):
     m = models.create(name, num_classes=21)
     convs = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
@@ -214,3 +223,27 @@ def test_paper_recipe_forward_output_is_pinned(name):
     got = (float(y.double().sum()), float(y.double().abs().sum()),
            float(z.double().sum()), float(z.double().abs().sum()))
     assert got == pytest.approx(PINNED[name], rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["spiking_deeplab_res", "spiking_fcn_res"])
+def test_residual_models_read_spikes_in_every_convolution_but_the_first(name):
+    """MS-ResNet blocks: the shortcut adds analog values, every conv after the stem reads
+    binary spikes (so eq. (10) prices them as accumulates)."""
+    from spikeseg.analysis.energy import count_ops
+
+    m = models.create(name, 4, timesteps=3, width=0.125, encoding="direct").eval()
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [mod.register_forward_pre_hook(lambda mod_, a, n=n: seen.setdefault(n, a[0]))
+             for n, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d)]
+    m(torch.rand(2, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    first = next(iter(seen))
+    for n, x in seen.items():
+        if n == first or n.startswith(("score", "output", "up")):
+            continue
+        assert set(torch.unique(x).tolist()) <= {0.0, 1.0}, n
+    ops = count_ops(m, torch.rand(1, 3, 32, 32))
+    assert ops[0].name == first and all(o.input_rate is not None for o in ops)
+    twin = models.create(models.model_entry(name).twin, 4, width=0.125)
+    assert [o.flops for o in count_ops(twin, torch.rand(1, 3, 32, 32))] == [o.flops for o in ops]

@@ -114,6 +114,17 @@ def _input_mean(v: Any) -> str | None:
     return None if ok else "null or a list of numbers, one per input channel"
 
 
+def _augment(v: Any) -> str | None:
+    # The transforms are the data layer's (imported when a value is checked, not before).
+    from .data.augment import check_augment
+
+    try:
+        check_augment(v)
+    except SpikesegError as e:
+        return f"valid augmentation settings ({e})"
+    return None
+
+
 def _opt(default: Any = dataclasses.MISSING, check: Callable[[Any], str | None] | None = None,
          factory: Callable[[], Any] | None = None) -> Any:
     meta = {"check": check} if check else {}
@@ -162,6 +173,13 @@ class ModelConfig:
     propagation_steps: int = _opt(0, at_least(0))
     """Spiking models: zero-input steps after the T input steps (the original code's "full
     propagation"); 0 = off."""
+    neuron: str = _opt("lif", one_of("lif", "plif"))
+    """Spiking models: lif (eqs. (2)-(3)) or plif (learnable leak λ = sigmoid(a), Fang et al.
+    2021)."""
+    learn_threshold: bool = False
+    """Spiking models: learn the firing threshold θ too."""
+    learnable_per: str = _opt("layer", one_of("layer", "channel"))
+    """Learnable leak and threshold: one per layer or one per channel."""
 
     def model_options(self, spiking: bool) -> dict[str, Any]:
         """Keyword options for :func:`spikeseg.models.create`."""
@@ -172,7 +190,8 @@ class ModelConfig:
                 leak=self.leak, threshold=self.threshold, reset=self.reset,
                 surrogate=self.surrogate, surrogate_options=dict(self.surrogate_options),
                 detach_reset=self.detach_reset, encoding=self.encoding, step_mode=self.step_mode,
-                propagation_steps=self.propagation_steps,
+                propagation_steps=self.propagation_steps, neuron=self.neuron,
+                learn_threshold=self.learn_threshold, learnable_per=self.learnable_per,
             )
         else:
             opts["activation"] = self.activation
@@ -193,6 +212,10 @@ class DataConfig:
     """Dataset-specific options, e.g. {num_train: 2000, num_val: 400} for builtin."""
     num_workers: int = _opt(0, at_least(0))
     """DataLoader worker processes (0 = load in the main process)."""
+    augment: dict = _opt(check=_augment, factory=dict)
+    """Training augmentation, each transform by name (spikeseg.data.augment): images
+    {flip: true, scale: [0.75, 1.5], photometric: 0.2}; events {flip: true, shift: 4,
+    time_crop: 0.25}. Default: none (the paper)."""
 
 
 @dataclass
@@ -240,6 +263,14 @@ class TrainConfig:
     """torch intra-op threads (None = torch's default)."""
     report: bool = False
     """After training, write the analysis report of the best checkpoint to <run>/report."""
+    loss: str = _opt("mean_logits_ce", one_of("mean_logits_ce", "tet"))
+    """mean_logits_ce: cross-entropy of the time-averaged logits (eq. (5), the paper); tet:
+    the mean over timesteps of each step's cross-entropy (TET, Deng et al. 2022)."""
+    tet_lambda: float = _opt(0.0, lambda v: None if _finite(v) and 0 <= v < 1
+                             else "a number in [0, 1)")
+    """TET's regulariser weight λ: loss = (1 − λ)·TET + λ·MSE(step logits, tet_means)."""
+    tet_means: float = _opt(1.0, lambda v: None if _finite(v) else "a finite number")
+    """The constant φ TET's regulariser pulls the step logits towards."""
     precision: str = _opt("fp32", one_of("fp32", "fp64"))
     """Arithmetic of weights and activations: fp32, or fp64 for numerical checks (e.g. that
     N processes train exactly like one: in fp32 a membrane within rounding error of the

@@ -54,6 +54,7 @@ from torch.utils.data import DataLoader
 from .. import rng
 from ..config import Config, save_config
 from ..data import IGNORE_INDEX
+from ..data.augment import augment_batch, check_augment
 from ..errors import SpikesegError
 from ..models import count_parameters, create, model_entry
 from ..neurons import get_surrogate, list_surrogates, surrogate_parameters
@@ -402,6 +403,7 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
         + (f", T={cfg.model.timesteps}" if spiking else "")
     )
     cl_on = device.type == "cpu" if cl is None else cl
+    augment = check_augment(cfg.data.augment)
     last_eval: EvalResult | None = None
     meta_base = {
         "config": cfg.to_dict(),
@@ -443,14 +445,15 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
                     break
                 where = f"epoch {epoch + 1}, step {step + 1}"
                 check_labels(y, info.num_classes, f"training batch {step + 1} of epoch {epoch + 1}")
+                if augment:
+                    x, y = augment_batch(x, y, rng.sample_keys(t.seed, "augment", idx,
+                                                               epoch=epoch + 1), augment)
                 x = to_input(x, device, cl_on, dtype)
                 y = y.to(device, non_blocking=True)
                 keys = rng.sample_keys(t.seed, "poisson", idx, epoch=epoch + 1, device=device)
-                logits = model(x, keys=keys) if spiking and x.dim() == 4 else model(x)
                 labelled_here = (y != IGNORE_INDEX).sum()
                 total = all_reduce_sum([float(labelled_here)], device)[0]
-                loss_sum = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
-                loss = loss_sum / max(total, 1.0)
+                logits, loss = _forward_loss(model, x, y, keys, spiking, t, total, world)
                 if not torch.isfinite(loss):
                     raise SpikesegError(
                         f"training diverged at {where}: the loss became {loss.item()}; "
@@ -541,6 +544,29 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
         best_checkpoint=ck_dir / "best.safetensors", last_checkpoint=ck_dir / "last.safetensors",
         interrupted=interrupted, epochs_done=len(rows), changes=changes,
     )
+
+
+def _forward_loss(model, x, y, keys, spiking: bool, t, total: float, world: int):
+    """``(logits, loss)`` of a training step; the loss is normalised by the global number of
+    labelled pixels ``total`` (so every process's share adds up to the whole batch's loss).
+
+    ``mean_logits_ce`` is eq. (5) on the time-averaged logits; ``tet`` (Deng et al. 2022) is
+    the mean over steps of each step's cross-entropy, plus ``λ·MSE(o_t, φ)`` if
+    ``tet_lambda = λ > 0``.
+    """
+    kw = {"keys": keys} if spiking and x.dim() == 4 else {}
+    if t.loss == "tet" and spiking:
+        steps = model(x, return_steps=True, **kw)                   # [S, B, K, H, W]
+        ce = sum(F.cross_entropy(o, y, ignore_index=IGNORE_INDEX, reduction="sum")
+                 for o in steps.unbind(0)) / steps.shape[0]
+        loss = ce / max(total, 1.0)
+        if t.tet_lambda > 0:
+            mse = (steps - t.tet_means).square().sum() / (steps.numel() * world)
+            loss = (1.0 - t.tet_lambda) * loss + t.tet_lambda * mse
+        return steps.mean(0), loss
+    logits = model(x, **kw)
+    ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
+    return logits, ce / max(total, 1.0)
 
 
 def _last_good(ck_dir: Path, rows: list[dict]) -> str:

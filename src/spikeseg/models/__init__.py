@@ -14,10 +14,13 @@ from .registry import (
     register_kind,
     register_model,
 )
+from .resnet import DeepLabRes, FCNRes
 from .vgg9 import FCNVGG9, DeepLabVGG9
 
 __all__ = [
+    "DeepLabRes",
     "DeepLabVGG9",
+    "FCNRes",
     "FCNVGG9",
     "ModelEntry",
     "build_from_metadata",

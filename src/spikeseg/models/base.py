@@ -186,6 +186,7 @@ class SegmentationModel(nn.Module):
         timesteps: int | None = None,
         generator: torch.Generator | None = None,
         keys: Tensor | None = None,
+        return_steps: bool = False,
     ) -> Tensor:
         """Logits ``[B, num_classes, H, W]`` for ``x`` ``[B, C, H, W]`` or ``[T, B, C, H, W]``.
 
@@ -201,17 +202,22 @@ class SegmentationModel(nn.Module):
             keys: per-sample keys ``[B]`` of the Poisson encoder (:mod:`spikeseg.rng`):
                 the spikes of each sample then depend only on its key (used instead of
                 ``generator``).
+            return_steps: spiking models: return the output layer's logits at every step,
+                ``[T + P, B, num_classes, H, W]`` (``o_t = head(f_t)``, for per-timestep
+                losses such as TET); their sum divided by T is the usual output. An ANN
+                returns ``[1, B, ...]``.
         """
         self._check_input(x)
         size = (x.shape[-2], x.shape[-1])
         x = self.network_input(x)
         if not self.spiking:
             if x.dim() == 4:
-                return self.head(self.body(x, None), size)
-            # An ANN sees each frame and averages its features over time (section 5.1.1).
-            T = x.shape[0]
-            feats = self.body(x.flatten(0, 1), None)
-            return self.head(tuple(f.unflatten(0, (T, -1)).mean(0) for f in feats), size)
+                out = self.head(self.body(x, None), size)
+            else:  # an ANN sees each frame and averages its features over time (5.1.1)
+                T = x.shape[0]
+                feats = self.body(x.flatten(0, 1), None)
+                out = self.head(tuple(f.unflatten(0, (T, -1)).mean(0) for f in feats), size)
+            return out[None] if return_steps else out
 
         frames, T = self._frames(x, timesteps, generator, keys)
         P = self.propagation_steps
@@ -227,15 +233,23 @@ class SegmentationModel(nn.Module):
             seq = torch.stack(list(frames))
             ctx = TimeContext("fold", T + P)
             feats = self.body(seq.flatten(0, 1), ctx)
+            if return_steps:  # the head is linear: one call on the folded steps
+                return self._accumulated_head(feats, size, 1).unflatten(0, (T + P, -1))
             total = tuple(f.unflatten(0, (T + P, -1)).sum(0) / T for f in feats)
             return self._accumulated_head(total, size, T)
 
         ctx = TimeContext("step", T + P)
         acc: list[Tensor] | None = None
+        steps: list[Tensor] = []
         for t, frame in enumerate(frames):
             ctx.t = t
             feats = self.body(frame, ctx)
+            if return_steps:
+                steps.append(self._accumulated_head(feats, size, 1))
+                continue
             acc = list(feats) if acc is None else [a + f for a, f in zip(acc, feats, strict=True)]
+        if return_steps:
+            return torch.stack(steps)
         assert acc is not None
         return self._accumulated_head(tuple(a / T for a in acc), size, T)
 

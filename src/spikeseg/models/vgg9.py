@@ -73,8 +73,12 @@ class FCNVGG9(InjectedModel):
 
     def __init__(self, num_classes: int, in_channels: int = 3, **kwargs) -> None:
         super().__init__(num_classes, in_channels, **kwargs)
+        self.build_decoder(*self.build_encoder(in_channels))
+        init_weights(self)
+
+    def build_encoder(self, in_channels: int) -> tuple[int, int, int, int]:
+        """The VGG9 stages; returns the channels of the four skip points (H, H/2, H/4, H/8)."""
         c64, c128, c256, c1024 = self.ch(64), self.ch(128), self.ch(256), self.ch(1024)
-        k = num_classes
         self.stage1 = nn.ModuleList([self.block(in_channels, c64), self.block(c64, c64)])
         self.stage2 = nn.ModuleList([self.block(c64, c128), self.block(c128, c128)])
         self.stage3 = nn.ModuleList(
@@ -82,16 +86,20 @@ class FCNVGG9(InjectedModel):
         )
         self.classifier = nn.ModuleList([self.block(c256, c1024), self.block(c1024, c1024)])
         self.avgpool = self.pool()
-        self.score1 = nn.Conv2d(c64, k, 1)
-        self.score2 = nn.Conv2d(c128, k, 1)
-        self.score3 = nn.Conv2d(c256, k, 1)
-        self.score4 = nn.Conv2d(c1024, k, 1)
+        return c64, c128, c256, c1024
+
+    def build_decoder(self, c1: int, c2: int, c3: int, c4: int) -> None:
+        """Skip scores from the four skip points and the transposed-conv decoder."""
+        k = self.num_classes
+        self.score1 = nn.Conv2d(c1, k, 1)
+        self.score2 = nn.Conv2d(c2, k, 1)
+        self.score3 = nn.Conv2d(c3, k, 1)
+        self.score4 = nn.Conv2d(c4, k, 1)
         self.up1 = nn.ConvTranspose2d(k, k, 3, stride=2, bias=False)
         self.up2 = nn.ConvTranspose2d(k, k, 3, stride=2, bias=False)
         self.up3 = nn.ConvTranspose2d(k, k, 3, stride=2, bias=False)
         self.up1_act = NeuronSlot(self.make_act(k) if self.spiking else nn.Identity())
         self.up2_act = NeuronSlot(self.make_act(k) if self.spiking else nn.Identity())
-        init_weights(self)
 
     @staticmethod
     def _run(layers: nn.ModuleList, x: Tensor, ctx: TimeContext | None) -> Tensor:
@@ -99,11 +107,16 @@ class FCNVGG9(InjectedModel):
             x = layer(x, ctx)
         return x
 
-    def body(self, x: Tensor, ctx: TimeContext | None) -> tuple[Tensor, ...]:
-        s1 = self._run(self.stage1, x, ctx)                     # H
+    def encode(self, x: Tensor, ctx: TimeContext | None) -> tuple[Tensor, ...]:
+        """The outputs ``(s1, s2, s3, s4)`` at H, H/2, H/4, H/8 that the skip scores read."""
+        s1 = self._run(self.stage1, x, ctx)                        # H
         s2 = self._run(self.stage2, self.avgpool(s1), ctx)         # H/2
         s3 = self._run(self.stage3, self.avgpool(s2), ctx)         # H/4
         s4 = self._run(self.classifier, self.avgpool(s3), ctx)     # H/8
+        return s1, s2, s3, s4
+
+    def body(self, x: Tensor, ctx: TimeContext | None) -> tuple[Tensor, ...]:
+        s1, s2, s3, s4 = self.encode(x, ctx)
         u1 = resize(self.up1(self.score4(s4)), s3.shape[-2:]) + self.score3(s3)
         u1 = self.up1_act(u1, ctx)
         u2 = resize(self.up2(u1), s2.shape[-2:]) + self.score2(s2)
