@@ -74,3 +74,12 @@ def test_shipped_configs_are_valid(path):
 def test_presets_exist():
     names = {p.name for p in CONFIGS}
     assert {"builtin_cpu.yaml", "paper_spiking_deeplab.yaml"} <= names
+
+
+def test_a_key_below_a_mapping_changes_one_entry():
+    path = Path(__file__).parent.parent / "configs" / "builtin_events_cpu.yaml"
+    c = load_config(path, ["data.options.representation=voxel", "model.surrogate_options.gamma=0.3"])
+    assert c.data.options["representation"] == "voxel"
+    assert c.data.options["num_train"] == 2000  # the other options are kept
+    assert c.model.surrogate_options == {"gamma": 0.3}
+    assert load_config(path, ["data.options={num_val: 5}"]).data.options == {"num_val": 5}

@@ -371,6 +371,22 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         except yaml.YAMLError:
             value = raw
         parts = dotted.strip().split(".")
+        # A key below a mapping-valued field (data.options.timesteps=4) changes that one entry
+        # and keeps the others; a mapping given whole (data.options={...}) replaces it.
+        obj: Any = cfg
+        depth = 0
+        while depth < len(parts) - 1 and dataclasses.is_dataclass(obj) and any(
+                f.name == parts[depth] for f in dataclasses.fields(obj)):
+            obj = getattr(obj, parts[depth])
+            depth += 1
+        if isinstance(obj, dict) and depth < len(parts):
+            merged = dict(obj)
+            inner = merged
+            for key in parts[depth:-1]:
+                inner[key] = dict(inner[key]) if isinstance(inner.get(key), dict) else {}
+                inner = inner[key]
+            inner[parts[-1]] = value
+            value, parts = merged, parts[:depth]
         nested: Any = value
         for p in reversed(parts[1:]):
             nested = {p: nested}

@@ -1,0 +1,199 @@
+"""The accuracy study of docs/accuracy.md: the paper recipe, each modern option alone, the
+modern recipe at several T, and the ANN twin, on the built-in static and event sets.
+
+Each row is a ``spikeseg train`` command (printed and recorded exactly); after training, the
+best checkpoint is evaluated once more on the validation split while spike rates (eq. (8))
+and operation counts (eqs. (9)-(12)) are recorded. One JSON line per run goes to
+``results.jsonl`` (runs already there are skipped, so the study resumes); ``--table`` prints
+the Markdown table of docs/accuracy.md from it (mean ± standard deviation over seeds).
+
+    python experiments/accuracy.py --suite static --out docs/accuracy      # run what is missing
+    python experiments/accuracy.py --suite static --out docs/accuracy --table
+    python experiments/accuracy.py --suite events --only paper,modern-T4 --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPIKESEG = [str(ROOT / ".venv" / "bin" / "spikeseg")]
+
+# The modern recipe: what won, option by option, on the built-in sets (docs/accuracy.md).
+MODERN_STATIC = ["model.encoding=direct", "model.norm=tdbn", "model.neuron=plif",
+                 "train.loss=tet", "data.augment={flip: true, scale: [0.75, 1.25]}"]
+MODERN_EVENTS = ["model.norm=tdbn", "model.neuron=plif", "train.loss=tet",
+                 "data.augment={flip: true, shift: 2}"]
+
+SUITES = {
+    "static": {
+        "config": "configs/builtin_cpu.yaml",
+        "common": ["train.report=false"],
+        "rows": [
+            ("ann", "ANN twin (deeplab)", ["model.name=deeplab"]),
+            ("paper", "paper recipe, T=8", []),
+            ("direct", "+ direct coding", ["model.encoding=direct"]),
+            ("plif", "+ PLIF (learnable leak per channel)",
+             ["model.neuron=plif", "model.learnable_per=channel"]),
+            ("threshold", "+ learnable threshold", ["model.learn_threshold=true"]),
+            ("tdbn", "+ tdBN", ["model.norm=tdbn"]),
+            ("bn", "+ time-shared BN", ["model.norm=bn"]),
+            ("tet", "+ TET loss", ["train.loss=tet"]),
+            ("augment", "+ augmentation (flip, scale-crop)",
+             ["data.augment={flip: true, scale: [0.75, 1.25]}"]),
+            ("res", "+ residual backbone (spiking_deeplab_res)",
+             ["model.name=spiking_deeplab_res"]),
+            ("modern-T8", "modern recipe, T=8", MODERN_STATIC),
+            ("modern-T4", "modern recipe, T=4", MODERN_STATIC + ["model.timesteps=4"]),
+            ("modern-T2", "modern recipe, T=2", MODERN_STATIC + ["model.timesteps=2"]),
+            ("modern-T1", "modern recipe, T=1", MODERN_STATIC + ["model.timesteps=1"]),
+        ],
+    },
+    "events": {
+        "config": "configs/builtin_events_cpu.yaml",
+        "common": ["train.report=false"],
+        "rows": [
+            ("ann", "ANN twin (deeplab)", ["model.name=deeplab"]),
+            ("paper", "paper recipe, T=8", []),
+            ("voxel", "+ voxel-grid input", ["data.options.representation=voxel"]),
+            ("plif", "+ PLIF (learnable leak per channel)",
+             ["model.neuron=plif", "model.learnable_per=channel"]),
+            ("threshold", "+ learnable threshold", ["model.learn_threshold=true"]),
+            ("tdbn", "+ tdBN", ["model.norm=tdbn"]),
+            ("tet", "+ TET loss", ["train.loss=tet"]),
+            ("augment", "+ augmentation (flip, shift)", ["data.augment={flip: true, shift: 2}"]),
+            ("res", "+ residual backbone (spiking_deeplab_res)",
+             ["model.name=spiking_deeplab_res"]),
+            ("modern-T8", "modern recipe, T=8", MODERN_EVENTS),
+            ("modern-T4", "modern recipe, T=4", MODERN_EVENTS + ["model.timesteps=4"]),
+            ("modern-T2", "modern recipe, T=2", MODERN_EVENTS + ["model.timesteps=2"]),
+            ("modern-T1", "modern recipe, T=1", MODERN_EVENTS + ["model.timesteps=1"]),
+        ],
+    },
+}
+
+
+def command(suite: str, sets: list[str], seed: int, name: str, out: Path) -> list[str]:
+    s = SUITES[suite]
+    argv = [*SPIKESEG, "train", "--config", s["config"], "--no-progress"]
+    for o in [*s["common"], *sets, f"train.seed={seed}", f"train.name={name}",
+              f"train.out_dir={out / 'runs'}"]:
+        argv += ["--set", o]
+    return argv
+
+
+def measure(checkpoint: Path) -> dict:
+    """mIoU, eq. (8) spike rate and E_ANN/E_SNN of a checkpoint on its validation split."""
+    from torch.utils.data import DataLoader
+
+    from spikeseg.analysis.energy import OpCounter, estimate_energy
+    from spikeseg.analysis.spikes import SpikeRecorder
+    from spikeseg.engine.checkpoint import load_checkpoint
+    from spikeseg.engine.evaluate import Indexed, checkpoint_dataset, checkpoint_seed, evaluate
+
+    model, meta = load_checkpoint(checkpoint)
+    ds = checkpoint_dataset(meta, model, "val", model.timesteps)
+    loader = DataLoader(Indexed(ds), batch_size=16)
+    seed = checkpoint_seed(meta)
+    if not model.spiking:
+        r = evaluate(model, loader, progress=False, seed=seed)
+        return {"miou": r.scores.miou, "pixel_accuracy": r.scores.pixel_accuracy}
+    with SpikeRecorder(model) as rec, OpCounter(model) as oc:
+        r = evaluate(model, loader, progress=False, seed=seed)
+    energy = estimate_energy(oc.layers(), model.timesteps + model.propagation_steps)
+    return {"miou": r.scores.miou, "pixel_accuracy": r.scores.pixel_accuracy,
+            "spike_rate": rec.mean_rate(), "energy_ratio": energy.ratio,
+            "energy_snn_uj": energy.energy_snn / 1e6}
+
+
+def run(suite: str, out: Path, only: set[str] | None, seeds: list[int], headline: set[str]
+        ) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / f"{suite}.jsonl"
+    done = set()
+    if results.is_file():
+        done = {(r["id"], r["seed"]) for r in map(json.loads, results.read_text().splitlines())}
+    for rid, label, sets in SUITES[suite]["rows"]:
+        if only and rid not in only:
+            continue
+        for seed in seeds if rid in headline else seeds[:1]:
+            if (rid, seed) in done:
+                continue
+            name = f"{suite}-{rid}-s{seed}"
+            argv = command(suite, sets, seed, name, out)
+            print("$", shlex.join(argv), flush=True)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.time()
+            proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+            wall = time.time() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if proc.returncode != 0:
+                print(proc.stderr[-2000:], file=sys.stderr)
+                continue
+            row = {"id": rid, "label": label, "seed": seed, "suite": suite,
+                   "command": shlex.join(["spikeseg", *argv[1:]]),
+                   "wall_s": round(wall, 1),
+                   "cpu_s": round((after.ru_utime - before.ru_utime)
+                                  + (after.ru_stime - before.ru_stime), 1),
+                   **measure(out / "runs" / name / "checkpoints" / "best.safetensors")}
+            with results.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"  {rid} seed {seed}: mIoU {row['miou']:.4f} ({wall:.0f} s)", flush=True)
+
+
+def _cell(vals: list[float], digits: int = 3) -> str:
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def table(suite: str, out: Path) -> str:
+    rows = [json.loads(line) for line in (out / f"{suite}.jsonl").read_text().splitlines()]
+    lines = ["| row | mIoU | seeds | spike rate (eq. 8) | E_ANN/E_SNN | train time (wall / CPU) |",
+             "|---|---|---|---|---|---|"]
+    for rid, label, _ in SUITES[suite]["rows"]:
+        rs = [r for r in rows if r["id"] == rid]
+        if not rs:
+            continue
+        spike = [r["spike_rate"] for r in rs if "spike_rate" in r]
+        ratio = [r["energy_ratio"] for r in rs if "energy_ratio" in r]
+        wall = statistics.mean(r["wall_s"] for r in rs)
+        cpu = statistics.mean(r["cpu_s"] for r in rs)
+        lines.append(f"| {label} | {_cell([r['miou'] for r in rs])} | "
+                     f"{','.join(str(r['seed']) for r in rs)} | {_cell(spike, 2)} | "
+                     f"{_cell(ratio, 2) + '×' if ratio else '–'} | "
+                     f"{wall / 60:.1f} / {cpu / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--suite", required=True, choices=sorted(SUITES))
+    p.add_argument("--out", default="docs/accuracy", help="folder of results and runs")
+    p.add_argument("--only", help="comma-separated row ids (default: all)")
+    p.add_argument("--seeds", default="0,1,2", help="seeds of the headline rows (others: first)")
+    p.add_argument("--headline", default="ann,paper,modern-T4",
+                   help="rows run with every seed")
+    p.add_argument("--table", action="store_true", help="print the table of what has run")
+    args = p.parse_args()
+    out = Path(args.out)
+    if args.table:
+        print(table(args.suite, out))
+        return 0
+    run(args.suite, out, set(args.only.split(",")) if args.only else None,
+        [int(s) for s in args.seeds.split(",")], set(args.headline.split(",")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
