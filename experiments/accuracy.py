@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shlex
 import statistics
@@ -25,7 +26,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SPIKESEG = [str(ROOT / ".venv" / "bin" / "spikeseg")]
+# This checkout's spikeseg, whatever the interpreter has installed (run the study from a clean
+# worktree of a fixed commit: git worktree add /tmp/study HEAD).
+SPIKESEG = [sys.executable, "-m", "spikeseg"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 
 # The modern recipe: what won, option by option, on the built-in sets (docs/accuracy.md).
 MODERN_STATIC = ["model.encoding=direct", "model.norm=tdbn", "model.neuron=plif",
@@ -129,17 +133,17 @@ def run(suite: str, out: Path, only: set[str] | None, seeds: list[int], headline
                 continue
             name = f"{suite}-{rid}-s{seed}"
             argv = command(suite, sets, seed, name, out)
-            print("$", shlex.join(argv), flush=True)
+            print("$", shlex.join(["spikeseg", *argv[3:]]), flush=True)
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.time()
-            proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+            proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=ENV)
             wall = time.time() - t0
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             if proc.returncode != 0:
                 print(proc.stderr[-2000:], file=sys.stderr)
                 continue
             row = {"id": rid, "label": label, "seed": seed, "suite": suite,
-                   "command": shlex.join(["spikeseg", *argv[1:]]),
+                   "command": shlex.join(["spikeseg", *argv[3:]]),
                    "wall_s": round(wall, 1),
                    "cpu_s": round((after.ru_utime - before.ru_utime)
                                   + (after.ru_stime - before.ru_stime), 1),
