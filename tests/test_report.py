@@ -140,3 +140,28 @@ def test_report_on_event_data(tmp_path, capsys):
         assert (out / f).is_file(), f
     with Image.open(out / "predictions.png") as im:
         assert im.width > 200 and im.height > 100
+
+
+def test_every_evaluation_path_gives_the_same_score_at_the_trained_T(twins, tmp_path, capsys):
+    """The run's validation, `evaluate`, the report's score and its T sweep at the trained T
+    code each sample with the same Poisson stream (keyed by seed and sample index), so they
+    agree exactly, for any batch size."""
+    from spikeseg.engine import evaluate_checkpoint
+    from spikeseg.engine.checkpoint import read_metadata
+
+    root, ck = twins
+    snn = ck["spiking_deeplab"]
+    recorded = read_metadata(snn)["eval"]["miou"]
+    for batch in (3, 16):
+        result, _ = evaluate_checkpoint(snn, batch_size=batch, progress=False, device="cpu")
+        assert result.scores.miou == recorded
+    out = tmp_path / "rep"
+    assert main(["report", "--checkpoint", str(snn), "--out", str(out), "--sigmas", "0",
+                 "--blur-sigmas", "", "--salt-pepper", "", "--timesteps", "1,2,3",
+                 "--pictures", "1", "--batch-size", "5", "--no-progress"]) == 0
+    capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    T = report["snn"]["timesteps"]
+    sweep = {p["timesteps"]: p["miou"] for p in report["timestep_sweep"]}
+    assert report["snn"]["miou"] == recorded == sweep[T]
+    assert report["robustness"]["SNN"][0]["miou"] == recorded  # σ = 0
