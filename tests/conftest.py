@@ -45,3 +45,11 @@ def tiny_overrides(out_dir, data_cache, model="spiking_deeplab"):
 @pytest.fixture
 def tiny_config(tmp_path, data_cache) -> Config:
     return load_config(None, tiny_overrides(tmp_path / "runs", data_cache))
+
+
+def sets(overrides):
+    """``["--set", o1, "--set", o2, ...]`` for the command line."""
+    out = []
+    for o in overrides:
+        out += ["--set", o]
+    return out

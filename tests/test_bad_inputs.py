@@ -21,14 +21,8 @@ from PIL import Image
 
 from spikeseg.cli import main
 
+from .conftest import sets as _sets
 from .conftest import tiny_overrides
-
-
-def _sets(overrides):
-    out = []
-    for o in overrides:
-        out += ["--set", o]
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,8 @@ from PIL import Image
 
 from spikeseg.cli import format_table, main
 
+from .conftest import sets as _sets
 from .conftest import tiny_overrides
-
-
-def _sets(overrides):
-    out = []
-    for o in overrides:
-        out += ["--set", o]
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ __all__ = [
     "read_metadata",
     "load_state",
     "non_finite_entries",
+    "mismatch_summary",
 ]
 
 FORMAT = "spikeseg-checkpoint/1"
@@ -185,22 +186,12 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+             for k in own if k in state and own[k].shape != state[k].shape]
     if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(
-                f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs "
-                f"{tuple(own[k].shape)})"
-            )
         raise SpikesegError(
-            f"{source} does not fit this model ({'; '.join(parts)}): it was saved from another "
-            "model or with other options"
+            f"{source} does not fit this model ({mismatch_summary(missing, unexpected, wrong)}): "
+            "it was saved from another model or with other options"
         )
     model.load_state_dict(state)
 
@@ -209,3 +200,14 @@ def non_finite_entries(tensors: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors in ``tensors`` that hold a NaN or an infinity."""
     return [k for k, v in tensors.items()
             if v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all())]
+
+
+def mismatch_summary(missing: list[str], unexpected: list[str], wrong: list[str]) -> str:
+    """``"2 missing (e.g. a); 1 of another shape (e.g. b: (3,) vs (4,))"``: how a set of
+    weights fails to fit a model (``wrong`` entries already say their shapes)."""
+    parts = []
+    for items, what in ((missing, "missing"), (unexpected, "unexpected"),
+                        (wrong, "of another shape")):
+        if items:
+            parts.append(f"{len(items)} {what} (e.g. {items[0]})")
+    return "; ".join(parts)

@@ -85,7 +85,7 @@ from torch import Tensor
 
 from ..convert.algorithm import layer_threshold_summary
 from ..encoding import CAFFE_MEAN_RGB
-from ..engine.checkpoint import save_checkpoint
+from ..engine.checkpoint import mismatch_summary, save_checkpoint
 from ..errors import SpikesegError
 from ..models import create, model_entry
 from ..models.converted import (
@@ -446,17 +446,11 @@ def _map_state(
         out[k] = v.to(own[k].dtype)
     unexpected = sorted(set(sd) - used)
     if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            parts.append(f"{len(wrong)} of another shape (e.g. {wrong[0]})")
         raise SpikesegError(
             f"{source}: its weights do not fit the {model.num_classes}-class "
-            f"{'spiking ' if spiking else ''}{family} its config describes ({'; '.join(parts)}): "
-            "the file is of another architecture, or damaged"
+            f"{'spiking ' if spiking else ''}{family} its config describes "
+            f"({mismatch_summary(missing, unexpected, wrong)}): the file is of another "
+            "architecture, or damaged"
         )
     return out
 
