@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # This checkout's spikeseg, whatever the interpreter has installed (run the study from a clean
 # worktree of a fixed commit: git worktree add /tmp/study HEAD).
 SPIKESEG = [sys.executable, "-m", "spikeseg"]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+# One thread per run: the study shares the machine, and oversubscribed OpenMP threads spin.
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 
 # The modern recipe: what won, option by option, on the built-in sets (docs/accuracy.md).
 MODERN_STATIC = ["model.encoding=direct", "model.norm=tdbn", "model.neuron=plif",
@@ -40,7 +41,7 @@ MODERN_EVENTS = ["model.norm=tdbn", "model.neuron=plif", "train.loss=tet",
 SUITES = {
     "static": {
         "config": "configs/builtin_cpu.yaml",
-        "common": ["train.report=false"],
+        "common": ["train.report=false", "train.threads=1"],
         "rows": [
             ("ann", "ANN twin (deeplab)", ["model.name=deeplab"]),
             ("paper", "paper recipe, T=8", []),
@@ -63,7 +64,7 @@ SUITES = {
     },
     "events": {
         "config": "configs/builtin_events_cpu.yaml",
-        "common": ["train.report=false"],
+        "common": ["train.report=false", "train.threads=1"],
         "rows": [
             ("ann", "ANN twin (deeplab)", ["model.name=deeplab"]),
             ("paper", "paper recipe, T=8", []),
