@@ -211,11 +211,20 @@ class BNTT(nn.Module):
             return p[t]
         return p[-1] if self.beyond == "last" else p.mean(0)
 
-    def step(self, x: Tensor, t: int) -> Tensor:
-        """Normalise ``x`` ``[N, C, *]`` with the statistics of timestep ``t`` (0-based)."""
+    def step(self, x: Tensor, t: int, update_stats: bool = True) -> Tensor:
+        """Normalise ``x`` ``[N, C, *]`` with the statistics of timestep ``t`` (0-based).
+
+        ``update_stats=False`` (training only) normalises with the batch statistics without
+        updating the running averages or the batch counter (a recomputed chunk of time-chunk
+        checkpointing).
+        """
         if t < 0:
             raise ValueError(f"timestep must be >= 0, got {t}")
         if self.training and t < self.timesteps:
+            if not update_stats:  # updates go to throw-away copies (the same autograd graph)
+                return batch_norm(x, self.running_mean[t].clone(), self.running_var[t].clone(),
+                                  self._row(self.weight, t), self._row(self.bias, t), True,
+                                  self.momentum, self.eps, sync=self.sync)
             self.num_batches_tracked[t] += 1
             # Views into the [T, C] buffers: batch_norm updates the rows in place.
             return batch_norm(
@@ -232,9 +241,11 @@ class BNTT(nn.Module):
             self._row(self.weight, t), self._row(self.bias, t), False, 0.0, self.eps,
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Normalise a time-first tensor ``[T, N, C, *]`` timestep by timestep."""
-        return torch.stack([self.step(xt, t) for t, xt in enumerate(x.unbind(0))])
+    def forward(self, x: Tensor, t0: int = 0, update_stats: bool = True) -> Tensor:
+        """Normalise a time-first tensor ``[T, N, C, *]`` timestep by timestep (timesteps
+        ``t0, t0+1, ...``)."""
+        return torch.stack([self.step(xt, t0 + t, update_stats)
+                            for t, xt in enumerate(x.unbind(0))])
 
 
 class TimeSharedBN(nn.Module):

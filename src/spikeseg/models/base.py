@@ -20,18 +20,74 @@ the number of timesteps).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from ..encoding import ENCODINGS, build_encoder
+from ..kernels import SpikeRegistry, save_spikes_compactly
 from ..neurons import LIF
 from ..norm import BNTT
 from .layers import TimeContext
 
-__all__ = ["SegmentationModel", "STEP_MODES"]
+__all__ = ["SegmentationModel", "STEP_MODES", "Execution", "BPTT_MODES"]
 
 STEP_MODES = ("auto", "step", "fold")
+BPTT_MODES = ("full", "sltt")
+
+
+@dataclass
+class Execution:
+    """How a spiking model computes a training step (an execution detail: the defaults give
+    the exact surrogate-gradient BPTT of the paper, and no option changes the forward pass).
+
+    Attributes:
+        fused: run BNTT + LIF blocks through the fused kernels of :mod:`spikeseg.kernels`
+            (bit-identical forward, gradients equal up to summation order); ``False`` runs the
+            op-by-op reference path.
+        checkpoint_steps: ``K > 0``: time-chunk checkpointing. Only the membranes at every
+            K-th timestep are kept for backward; each chunk of K steps is recomputed from
+            them when backward reaches it. Exact gradients; memory falls from ``O(T)``
+            activations to ``O(T/K + K)``, at the cost of one more forward pass. 0 = off.
+        bptt: ``"full"`` (BPTT) or ``"sltt"``: spatial learning through time (Meng et al.,
+            ICCV 2023): the membranes' gradient through time, ``∂u[t+1]/∂m[t]``, is dropped,
+            so each timestep backpropagates only through its own layers.
+        sltt_k: with ``"sltt"``: backpropagate through K randomly chosen timesteps only (the
+            others run without a graph), their gradients scaled by ``(T+P)/K``; ``None`` =
+            every timestep.
+        seed: seed of SLTT-K's draw of timesteps (the training loop sets one per step, so a
+            resumed run draws the same); ``None`` = torch's global generator.
+    """
+
+    fused: bool = True
+    checkpoint_steps: int = 0
+    bptt: str = "full"
+    sltt_k: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.bptt not in BPTT_MODES:
+            raise ValueError(f"bptt must be one of {BPTT_MODES}, not {self.bptt!r}")
+        if self.checkpoint_steps < 0:
+            raise ValueError(f"checkpoint_steps must be >= 0, got {self.checkpoint_steps}")
+        if self.sltt_k is not None and self.sltt_k < 1:
+            raise ValueError(f"sltt_k must be >= 1 or None, got {self.sltt_k}")
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the gradient multiplied by a constant in backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.scale, None
 
 
 class SegmentationModel(nn.Module):
@@ -101,6 +157,9 @@ class SegmentationModel(nn.Module):
             raise ValueError(f"propagation_steps must be an int >= 0, got {propagation_steps!r}")
         self.propagation_steps = int(propagation_steps) if spiking else 0
         self.encoder = build_encoder(encoding, mean=input_mean)
+        self.execution = Execution()
+        """How training steps are computed: fused kernels, checkpointing, SLTT (see
+        :class:`Execution`); set by the training loop from ``train.*``."""
         self.head_timesteps: int | None = None
         """While the output layer runs on time-averaged inputs: how many timesteps they
         average (None otherwise). Lets operation counters price the accumulator per step."""
@@ -229,29 +288,166 @@ class SegmentationModel(nn.Module):
         if P:
             frames = self._then_zeros(frames, P)
         mode = self.resolve_step_mode(x.device)
-        if mode == "fold":
-            seq = torch.stack(list(frames))
-            ctx = TimeContext("fold", T + P)
-            feats = self.body(seq.flatten(0, 1), ctx)
-            if return_steps:  # the head is linear: one call on the folded steps
-                return self._accumulated_head(feats, size, 1).unflatten(0, (T + P, -1))
-            total = tuple(f.unflatten(0, (T + P, -1)).sum(0) / T for f in feats)
-            return self._accumulated_head(total, size, T)
+        ex = self.execution
+        grad = torch.is_grad_enabled()
+        sltt = ex.bptt == "sltt" and grad and self.training
+        chunk = ex.checkpoint_steps if grad else 0
+        if (sltt or chunk) and self.training and self.needs_sequence():
+            raise ValueError(
+                "time-chunk checkpointing and SLTT need per-timestep norms (bntt or none): "
+                "this model's time-shared norms take statistics over the whole sequence"
+            )
+        spikes = SpikeRegistry()
+        with save_spikes_compactly(spikes, enabled=grad and ex.fused):
+            if sltt or chunk:
+                return self._forward_segments(frames, T, T + P, mode, size, return_steps, sltt,
+                                              chunk, spikes)
+            if mode == "fold":
+                if x.dim() == 5 and not P:
+                    seq = x.flatten(0, 1)  # pre-encoded frames: no stacking copy
+                else:
+                    seq = torch.stack(list(frames)).flatten(0, 1)
+                ctx = TimeContext("fold", T + P, fused=ex.fused, spikes=spikes)
+                feats = self.body(seq, ctx)
+                if return_steps:  # the head is linear: one call on the folded steps
+                    return self._accumulated_head(feats, size, 1).unflatten(0, (T + P, -1))
+                total = tuple(f.unflatten(0, (T + P, -1)).sum(0) / T for f in feats)
+                return self._accumulated_head(total, size, T)
 
-        ctx = TimeContext("step", T + P)
+            ctx = TimeContext("step", T + P, fused=ex.fused, spikes=spikes)
+            acc: list[Tensor] | None = None
+            steps: list[Tensor] = []
+            for t, frame in enumerate(frames):
+                ctx.t = t
+                feats = self.body(frame, ctx)
+                if return_steps:
+                    steps.append(self._accumulated_head(feats, size, 1))
+                    continue
+                acc = list(feats) if acc is None else \
+                    [a + f for a, f in zip(acc, feats, strict=True)]
+            if return_steps:
+                return torch.stack(steps)
+            assert acc is not None
+            return self._accumulated_head(tuple(a / T for a in acc), size, T)
+
+    # -- time chunks: checkpointing and SLTT --------------------------------------------------
+    def _sltt_steps(self, S: int) -> set[int] | None:
+        """The timesteps SLTT-K backpropagates through (``None``: all of them)."""
+        k = self.execution.sltt_k
+        if k is None or k >= S:
+            return None
+        seed = self.execution.seed
+        g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        return set(torch.randperm(S, generator=g)[:k].tolist())
+
+    def _forward_segments(self, frames: Iterator[Tensor], T: int, S: int, mode: str,
+                          size: tuple[int, int], return_steps: bool, sltt: bool,
+                          chunk: int, spikes: SpikeRegistry) -> Tensor:
+        """The spiking forward pass as a sequence of time chunks (see :class:`Execution`).
+
+        Timesteps are grouped into segments ``(t0, n, with_grad)``: with SLTT-K, the
+        timesteps without backpropagation run under ``no_grad``; with checkpointing, segments
+        with gradients are cut into chunks of ``chunk`` steps whose internals are recomputed
+        in backward from the membranes at the chunk's start.
+        """
+        selected = self._sltt_steps(S) if sltt else None
+        segments: list[tuple[int, int, bool]] = []
+        t = 0
+        while t < S:
+            g = selected is None or t in selected
+            end = t + 1
+            while end < S and (selected is None or end in selected) == g:
+                end += 1
+            step = chunk if (chunk and g) else end - t
+            segments += [(a, min(step, end - a), g) for a in range(t, end, step)]
+            t = end
+        scale = S / len(selected) if selected is not None else None
+        states: dict[int, Tensor] = {}
         acc: list[Tensor] | None = None
         steps: list[Tensor] = []
-        for t, frame in enumerate(frames):
-            ctx.t = t
+        it = iter(frames)
+        for t0, n, g in segments:
+            fr = [next(it) for _ in range(n)]
+            if g and chunk:
+                out, states = self._checkpointed(fr, t0, S, states, mode, size, return_steps,
+                                                 not sltt, spikes)
+            elif g:
+                out, states = self._segment(fr, t0, S, states, mode, size, return_steps,
+                                            not sltt, True, spikes)
+            else:
+                with torch.no_grad():
+                    out, states = self._segment(fr, t0, S, states, mode, size, return_steps,
+                                                False, True, spikes)
+            if scale is not None and g:
+                out = tuple(_ScaleGrad.apply(o, scale) for o in out)
+            if return_steps:
+                steps.append(out[0])
+            else:
+                acc = list(out) if acc is None else [a + o for a, o in zip(acc, out, strict=True)]
+        if return_steps:
+            return torch.cat(steps)
+        assert acc is not None
+        return self._accumulated_head(tuple(a / T for a in acc), size, T)
+
+    def _segment(self, frames: list[Tensor], t0: int, S: int, states: dict[int, Tensor],
+                 mode: str, size: tuple[int, int], return_steps: bool, temporal: bool,
+                 update_stats: bool, spikes: SpikeRegistry
+                 ) -> tuple[tuple[Tensor, ...], dict[int, Tensor]]:
+        """Timesteps ``t0 .. t0+len(frames)-1`` from the membranes ``states``: the sums of the
+        features over these steps (or their per-step logits ``[n, B, ...]``) and the
+        membranes after them."""
+        ex = self.execution
+        n = len(frames)
+        if mode == "fold":
+            ctx = TimeContext("fold", n, t0=t0, carry=True, states=dict(states), fused=ex.fused,
+                              update_stats=update_stats, temporal_grad=temporal, spikes=spikes)
+            feats = self.body(torch.stack(frames).flatten(0, 1), ctx)
+            if return_steps:
+                return (self._accumulated_head(feats, size, 1).unflatten(0, (n, -1)),), \
+                    ctx.states
+            return tuple(f.unflatten(0, (n, -1)).sum(0) for f in feats), ctx.states
+        ctx = TimeContext("step", S, states=dict(states), fused=ex.fused,
+                          update_stats=update_stats, temporal_grad=temporal, spikes=spikes)
+        acc: list[Tensor] | None = None
+        steps: list[Tensor] = []
+        for i, frame in enumerate(frames):
+            ctx.t = t0 + i
             feats = self.body(frame, ctx)
             if return_steps:
                 steps.append(self._accumulated_head(feats, size, 1))
-                continue
-            acc = list(feats) if acc is None else [a + f for a, f in zip(acc, feats, strict=True)]
+            else:
+                acc = list(feats) if acc is None else \
+                    [a + f for a, f in zip(acc, feats, strict=True)]
         if return_steps:
-            return torch.stack(steps)
+            return (torch.stack(steps),), ctx.states
         assert acc is not None
-        return self._accumulated_head(tuple(a / T for a in acc), size, T)
+        return tuple(acc), ctx.states
+
+    def _checkpointed(self, frames: list[Tensor], t0: int, S: int, states: dict[int, Tensor],
+                      mode: str, size: tuple[int, int], return_steps: bool, temporal: bool,
+                      spikes: SpikeRegistry) -> tuple[tuple[Tensor, ...], dict[int, Tensor]]:
+        """:meth:`_segment` whose internals are not kept: backward recomputes them from the
+        frames and the membranes at the segment's start (BNTT's running statistics are
+        updated by the first run only)."""
+        keys = list(states)
+        n = len(frames)
+        runs = [0]
+        layout: dict[str, Any] = {}
+
+        def run(*tensors: Tensor) -> tuple[Tensor, ...]:
+            runs[0] += 1
+            out, new = self._segment(list(tensors[:n]), t0, S, dict(zip(keys, tensors[n:], strict=True)),
+                                     mode, size, return_steps, temporal, runs[0] == 1,
+                                     SpikeRegistry())
+            layout.setdefault("keys", list(new))
+            layout.setdefault("outputs", len(out))
+            return (*out, *(new[k] for k in layout["keys"]))
+
+        res = torch.utils.checkpoint.checkpoint(
+            run, *frames, *(states[k] for k in keys), use_reentrant=False,
+            preserve_rng_state=False)
+        k = layout["outputs"]
+        return tuple(res[:k]), dict(zip(layout["keys"], res[k:], strict=True))
 
     @staticmethod
     def _then_zeros(frames: Iterator[Tensor], n: int) -> Iterator[Tensor]:

@@ -5,14 +5,23 @@ A block is written once; whether it is an ANN layer (BatchNorm + ReLU) or a spik
 modes, carried by a :class:`TimeContext` created per forward call:
 
 * ``"step"``: the network is called once per timestep on ``[B, C, H, W]`` tensors (time
-  outer, layers inner). Fastest on CPU (see ``docs/benchmarks.md``): T small convolutions
-  stay in cache where one over a ``T·B`` batch does not.
-* ``"fold"``: the network is called once on ``[T·B, C, H, W]`` (time folded into the batch for
-  convolutions; neurons and BNTT unfold it to ``[T, B, ...]``). Fewer, larger kernels: the
-  usual choice on GPUs.
+  outer, layers inner): T small convolutions stay in cache where one over a ``T·B`` batch may
+  not.
+* ``"fold"``: the network is called once on ``[n·B, C, H, W]`` (``n`` timesteps folded into
+  the batch for convolutions, time-major; neurons and BNTT see each timestep as a contiguous
+  slice). Fewer, larger convolutions: the usual choice on GPUs. ``n`` is the whole sequence,
+  or a chunk of it whose membranes enter from and return to the context (time-chunk
+  checkpointing, SLTT).
 
 Membrane states live in the context, never in the modules, so a model holds no hidden state
 between calls.
+
+**Fused path.** A :class:`ConvBlock` whose norm is BNTT and whose neuron is LIF/IF runs
+``conv → BNTT → LIF`` through :func:`spikeseg.kernels.bntt_lif` (one autograd node per call,
+bit-identical forward). The context records which tensors are spikes
+(:meth:`TimeContext.mark_spikes`), so that the layers reading them keep them for backward as
+one byte per value (:mod:`spikeseg.kernels.spike_saving`). ``fused=False`` selects the op-by-op
+reference path.
 """
 
 from __future__ import annotations
@@ -20,10 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..neurons import LIF
+from ..kernels import SpikeRegistry, bntt_lif, fusable
+from ..neurons import IF, LIF, PLIF
 from ..norm import BNTT, TimeSharedBN
 
 __all__ = [
@@ -37,15 +48,50 @@ class TimeContext:
 
     Attributes:
         mode: ``"step"`` or ``"fold"``.
-        timesteps: number of timesteps ``T`` of this call.
+        timesteps: ``"step"``: number of timesteps ``T`` of the whole call; ``"fold"``: number
+            of timesteps folded into the batch of this call.
         t: current timestep (``"step"`` mode).
         states: membrane potentials, keyed by the id of the neuron module.
+        t0: ``"fold"`` mode: the first timestep of the folded ones.
+        carry: ``"fold"`` mode: membranes enter from and return to ``states`` (a chunk of a
+            longer sequence); otherwise every neuron starts from zero.
+        fused: use the fused BNTT + LIF kernels and spike-saving convolutions where they
+            apply (bit-identical forward; the reference path otherwise).
+        update_stats: BNTT running statistics are updated (False while a checkpointed chunk
+            is recomputed, so that it is not counted twice).
+        temporal_grad: keep the membranes' gradient through time (False: SLTT).
+        spikes: the tensors of this call known to be binary spikes.
     """
 
     mode: str
     timesteps: int
     t: int = 0
     states: dict[int, Tensor] = field(default_factory=dict)
+    t0: int = 0
+    carry: bool = False
+    fused: bool = True
+    update_stats: bool = True
+    temporal_grad: bool = True
+    spikes: SpikeRegistry = field(default_factory=SpikeRegistry, repr=False)
+
+    def mark_spikes(self, s: Tensor) -> None:
+        """Record that ``s`` holds only zeros and ones (until it is modified in place)."""
+        if self.fused:
+            self.spikes.mark(s)
+
+    def state(self, neuron: nn.Module) -> Tensor | None:
+        """The membrane of ``neuron`` (detached when the temporal gradient is dropped)."""
+        m = self.states.get(id(neuron))
+        return m.detach() if m is not None and not self.temporal_grad else m
+
+
+def _stateful_sequence(neuron: LIF, seq: Tensor, ctx: TimeContext) -> Tensor:
+    """``seq`` ``[n, B, ...]`` through ``neuron`` step by step from the context's membrane."""
+    out = []
+    for i, xt in enumerate(seq.unbind(0)):
+        s, ctx.states[id(neuron)] = neuron.step(xt, ctx.state(neuron), ctx.t0 + i)
+        out.append(s)
+    return torch.stack(out)
 
 
 def run_neuron(neuron: nn.Module, x: Tensor, ctx: TimeContext | None) -> Tensor:
@@ -53,9 +99,15 @@ def run_neuron(neuron: nn.Module, x: Tensor, ctx: TimeContext | None) -> Tensor:
     if ctx is None or not isinstance(neuron, LIF):
         return neuron(x)
     if ctx.mode == "step":
-        s, ctx.states[id(neuron)] = neuron.step(x, ctx.states.get(id(neuron)), ctx.t)
-        return s
-    return neuron(x.unflatten(0, (ctx.timesteps, -1))).flatten(0, 1)
+        s, ctx.states[id(neuron)] = neuron.step(x, ctx.state(neuron), ctx.t)
+    elif ctx.carry or not ctx.temporal_grad:
+        seq = x.unflatten(0, (ctx.timesteps, -1))
+        s = _stateful_sequence(neuron, seq, ctx).flatten(0, 1)
+    else:
+        s = neuron(x.unflatten(0, (ctx.timesteps, -1))).flatten(0, 1)
+    if type(neuron) in (LIF, IF, PLIF):  # 0/1 spikes (converted neurons may weight theirs)
+        ctx.mark_spikes(s)
+    return s
 
 
 def run_norm(norm: nn.Module, x: Tensor, ctx: TimeContext | None) -> Tensor:
@@ -63,14 +115,25 @@ def run_norm(norm: nn.Module, x: Tensor, ctx: TimeContext | None) -> Tensor:
 
     BNTT normalises with the statistics of the context's timestep; a :class:`TimeSharedBN`
     sees the folded sequence (``"fold"`` mode) or one step in evaluation (``"step"`` mode).
+    Under autocast, the input is brought back to the parameters' precision first (batch
+    statistics and membranes stay in float32).
     """
     if ctx is None or not isinstance(norm, (BNTT, TimeSharedBN)):
         return norm(x)
+    if x.dtype in (torch.float16, torch.bfloat16) and norm.running_mean.dtype != x.dtype:
+        x = x.to(norm.running_mean.dtype)
     if ctx.mode == "step":
+        if isinstance(norm, BNTT):
+            return norm.step(x, ctx.t, update_stats=ctx.update_stats)
         return norm.step(x, ctx.t)
     if isinstance(norm, TimeSharedBN):
         return norm(x)
-    return norm(x.unflatten(0, (ctx.timesteps, -1))).flatten(0, 1)
+    return norm(x.unflatten(0, (ctx.timesteps, -1)), t0=ctx.t0,
+                update_stats=ctx.update_stats).flatten(0, 1)
+
+
+def _synchronised(norm: BNTT) -> bool:
+    return norm.sync and norm.training and dist.is_available() and dist.is_initialized()
 
 
 class NeuronSlot(nn.Module):
@@ -90,6 +153,9 @@ class NeuronSlot(nn.Module):
 class ConvBlock(nn.Module):
     """``conv → norm → activation``: Conv-BN-ReLU for ANNs, Conv-BNTT-LIF for SNNs (eq. (4)).
 
+    Under a :class:`TimeContext` with ``fused`` set, a BNTT + LIF block runs through the fused
+    kernels (see the module docstring); the numbers are those of the reference path.
+
     Args:
         conv: the (possibly dilated) convolution, without bias.
         norm: ``BatchNorm2d`` or :class:`~spikeseg.norm.BNTT`.
@@ -103,7 +169,31 @@ class ConvBlock(nn.Module):
         self.act = act
 
     def forward(self, x: Tensor, ctx: TimeContext | None = None) -> Tensor:
+        if ctx is not None and ctx.fused and fusable(self.norm, self.act) \
+                and not _synchronised(self.norm):
+            return self._fused(x, ctx)
         return run_neuron(self.act, run_norm(self.norm, self.conv(x), ctx), ctx)
+
+    def _fused(self, x: Tensor, ctx: TimeContext) -> Tensor:
+        h = self.conv(x)
+        act: LIF = self.act  # type: ignore[assignment]
+        step = ctx.mode == "step"
+        t0, n = (ctx.t, 1) if step else (ctx.t0, ctx.timesteps)
+        mem = ctx.state(act) if (step or ctx.carry) else None
+        s, m = bntt_lif(h, mem, self.norm, act, t0, n, update_stats=ctx.update_stats,
+                        temporal_grad=ctx.temporal_grad)
+        if step or ctx.carry or not ctx.temporal_grad:
+            ctx.states[id(act)] = m
+        if act._spike_hooks:
+            if step:
+                act._notify(s, t0)
+            elif ctx.carry or t0:
+                for i, si in enumerate(s.unflatten(0, (n, -1)).unbind(0)):
+                    act._notify(si, t0 + i)
+            else:
+                act._notify(s.unflatten(0, (n, -1)), None)
+        ctx.mark_spikes(s)
+        return s
 
 
 def scale_channels(channels: int, width: float) -> int:
