@@ -9,7 +9,7 @@ from spikeseg.data import list_datasets
 from spikeseg.errors import SpikesegError
 from spikeseg.models import list_models, model_entry
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("**/*.yaml"))
 
 
 def test_defaults_are_the_paper():

@@ -99,6 +99,25 @@ def test_fused_bntt_lif_without_statistics_update_and_beyond_T():
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("size,dilation", [(16, 12), (8, 12), (9, 6), (16, 2)])
+def test_valid_tap_weight_gradient_equals_onednn(size, dilation):
+    from spikeseg.kernels.conv_taps import use_valid_taps, valid_fraction, valid_tap_conv2d
+
+    conv = torch.nn.Conv2d(6, 10, 3, padding=dilation, dilation=dilation, bias=False)
+    conv = conv.to(memory_format=torch.channels_last)
+    x = (torch.rand(3, 6, size, size) < 0.3).float().contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    g = torch.randn(3, 10, size, size)
+    assert use_valid_taps(conv, x) == (valid_fraction(conv, size, size) <= 0.5)
+    y = valid_tap_conv2d(conv, x)
+    gx, gw = torch.autograd.grad(y, (x, conv.weight), g)
+    ref = torch.nn.functional.conv2d(x, conv.weight, padding=dilation, dilation=dilation)
+    rx, rw = torch.autograd.grad(ref, (x, conv.weight), g)
+    assert torch.equal(y, ref)
+    _close(gx, rx)
+    _close(gw, rw)
+
+
 # --------------------------------------------------------------------------- whole models
 
 SPIKING = ["spiking_deeplab", "spiking_fcn", "spiking_deeplab_res", "spiking_fcn_res"]

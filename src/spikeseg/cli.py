@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import SpikesegError
+from .runtime import configure_allocator
 
 __all__ = ["main", "format_table"]
 
@@ -780,6 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Exit status: 0 done; 2 a problem with the input (one line ``spikeseg: error: ...``);
     1 an unexpected internal error (one line; ``--debug`` shows the traceback); 130 Ctrl-C.
     """
+    configure_allocator()  # reuse freed activation memory instead of refaulting it each step
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, or a bad argument (already printed)

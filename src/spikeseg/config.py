@@ -271,10 +271,25 @@ class TrainConfig:
     """TET's regulariser weight λ: loss = (1 − λ)·TET + λ·MSE(step logits, tet_means)."""
     tet_means: float = _opt(1.0, lambda v: None if _finite(v) else "a finite number")
     """The constant φ TET's regulariser pulls the step logits towards."""
-    precision: str = _opt("fp32", one_of("fp32", "fp64"))
-    """Arithmetic of weights and activations: fp32, or fp64 for numerical checks (e.g. that
-    N processes train exactly like one: in fp32 a membrane within rounding error of the
-    threshold can fire in one run and not in the other)."""
+    precision: str = _opt("fp32", one_of("fp32", "fp64", "bf16", "fp16"))
+    """Arithmetic of weights and activations: fp32; fp64 for numerical checks (e.g. that N
+    processes train exactly like one: in fp32 a membrane within rounding error of the
+    threshold can fire in one run and not in the other); bf16 / fp16: mixed precision, the
+    convolutions in bfloat16 / float16 under autocast while membranes, batch-norm statistics,
+    the output accumulator and the loss stay in float32. bf16 runs on CUDA or on a CPU with
+    native bfloat16 (AVX512-BF16 or AMX) and is refused elsewhere; fp16 runs on CUDA only."""
+    checkpoint_steps: int = _opt(0, at_least(0))
+    """Spiking models: time-chunk checkpointing. K > 0 keeps only the membranes at every K-th
+    timestep for backward and recomputes each chunk of K steps when backward reaches it:
+    exact gradients in less memory (activations of T/K + K steps instead of T), for about one
+    more forward pass. 0 = off."""
+    bptt: str = _opt("full", one_of("full", "sltt"))
+    """Spiking models: full (backpropagation through time, the paper) or sltt (spatial
+    learning through time, Meng et al. 2023: the membranes' gradient through time is dropped,
+    each timestep backpropagates through its own layers; an approximation)."""
+    sltt_k: int | None = _opt(None, at_least(1, optional=True))
+    """With bptt=sltt: backpropagate through K randomly drawn timesteps per step (their
+    gradients scaled by T/K), the others run without a graph; null = every timestep."""
 
 
 @dataclass

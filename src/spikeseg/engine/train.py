@@ -57,9 +57,11 @@ from ..data import IGNORE_INDEX
 from ..data.augment import augment_batch, check_augment
 from ..errors import SpikesegError
 from ..models import count_parameters, create, model_entry
+from ..models.base import Execution
 from ..neurons import get_surrogate, list_surrogates, surrogate_parameters
 from ..norm import synchronise_norms
 from ..progress import progress as progress_bar
+from ..runtime import autocast, check_precision
 from .checkpoint import load_state, non_finite_entries, save_checkpoint
 from .distributed import (
     ShardSampler,
@@ -87,7 +89,7 @@ __all__ = ["train", "TrainResult", "segmentation_loss", "SAFE_ON_RESUME", "METRI
 SAFE_ON_RESUME = frozenset({
     "train.epochs", "train.lr", "train.lr_milestones", "train.lr_gamma", "train.eval_every",
     "train.eval_timesteps", "train.max_val_batches", "train.report", "train.threads",
-    "train.device", "train.out_dir", "data.num_workers", "data.root",
+    "train.device", "train.out_dir", "data.num_workers", "data.root", "train.checkpoint_steps",
 })
 """Settings a resume may change: they are applied from the resumed epoch on and recorded."""
 
@@ -326,9 +328,12 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
         log(f"run directory {run_dir} (if interrupted, continue with "
             f"--set train.name={run_dir.name} --resume)")
     cl = t.channels_last
+    check_precision(t.precision, device)
     model = prepare_model(model, device, cl)
-    dtype = {"fp32": torch.float32, "fp64": torch.float64}[t.precision]
+    dtype = torch.float64 if t.precision == "fp64" else torch.float32  # mixed: fp32 weights
     model = model.to(dtype)
+    if spiking:
+        model.execution = _execution(cfg)
     net = model  # the plain module (not the DDP wrapper): attributes, evaluation, checkpoints
     optimizer = _optimizer(cfg, model.parameters())
     start_epoch, start_step, best_miou, best_epoch = 0, 0, -1.0, -1
@@ -453,7 +458,10 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
                 keys = rng.sample_keys(t.seed, "poisson", idx, epoch=epoch + 1, device=device)
                 labelled_here = (y != IGNORE_INDEX).sum()
                 total = all_reduce_sum([float(labelled_here)], device)[0]
-                logits, loss = _forward_loss(model, x, y, keys, spiking, t, total, world)
+                if spiking and t.bptt == "sltt" and t.sltt_k:
+                    net.execution.seed = _step_seed(t.seed, epoch, step)
+                with autocast(t.precision, device):
+                    logits, loss = _forward_loss(model, x, y, keys, spiking, t, total, world)
                 if not torch.isfinite(loss):
                     raise SpikesegError(
                         f"training diverged at {where}: the loss became {loss.item()}; "
@@ -556,7 +564,7 @@ def _forward_loss(model, x, y, keys, spiking: bool, t, total: float, world: int)
     """
     kw = {"keys": keys} if spiking and x.dim() == 4 else {}
     if t.loss == "tet" and spiking:
-        steps = model(x, return_steps=True, **kw)                   # [S, B, K, H, W]
+        steps = _full(model(x, return_steps=True, **kw))            # [S, B, K, H, W]
         ce = sum(F.cross_entropy(o, y, ignore_index=IGNORE_INDEX, reduction="sum")
                  for o in steps.unbind(0)) / steps.shape[0]
         loss = ce / max(total, 1.0)
@@ -564,9 +572,27 @@ def _forward_loss(model, x, y, keys, spiking: bool, t, total: float, world: int)
             mse = (steps - t.tet_means).square().sum() / (steps.numel() * world)
             loss = (1.0 - t.tet_lambda) * loss + t.tet_lambda * mse
         return steps.mean(0), loss
-    logits = model(x, **kw)
+    logits = _full(model(x, **kw))  # the loss in float32 under mixed precision
     ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
     return logits, ce / max(total, 1.0)
+
+
+def _full(x: torch.Tensor) -> torch.Tensor:
+    """Logits of a mixed-precision forward in float32 (fp32/fp64 logits as they are)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _execution(cfg: Config) -> Execution:
+    """How a spiking model computes its training steps, from ``train.*``."""
+    t = cfg.train
+    return Execution(checkpoint_steps=t.checkpoint_steps, bptt=t.bptt, sltt_k=t.sltt_k)
+
+
+def _step_seed(seed: int, epoch: int, step: int) -> int:
+    """SLTT-K's draw of timesteps for one step: a function of (seed, epoch, step), the same in
+    every process and after a resume."""
+    mixed = ((seed * 1_000_003 + epoch) * 1_000_003 + step) % 2**32
+    return int(rng.hash32(torch.tensor(mixed, dtype=torch.int64)))
 
 
 def _last_good(ck_dir: Path, rows: list[dict]) -> str:

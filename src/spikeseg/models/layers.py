@@ -18,7 +18,8 @@ between calls.
 
 **Fused path.** A :class:`ConvBlock` whose norm is BNTT and whose neuron is LIF/IF runs
 ``conv → BNTT → LIF`` through :func:`spikeseg.kernels.bntt_lif` (one autograd node per call,
-bit-identical forward). The context records which tensors are spikes
+bit-identical forward; a dilated convolution whose taps mostly read padding gets its weight
+gradient over the valid taps only, :mod:`spikeseg.kernels.conv_taps`). The context records which tensors are spikes
 (:meth:`TimeContext.mark_spikes`), so that the layers reading them keep them for backward as
 one byte per value (:mod:`spikeseg.kernels.spike_saving`). ``fused=False`` selects the op-by-op
 reference path.
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..kernels import SpikeRegistry, bntt_lif, fusable
+from ..kernels.conv_taps import use_valid_taps, valid_tap_conv2d
 from ..neurons import IF, LIF, PLIF
 from ..norm import BNTT, TimeSharedBN
 
@@ -98,6 +100,8 @@ def run_neuron(neuron: nn.Module, x: Tensor, ctx: TimeContext | None) -> Tensor:
     """Apply an activation (ReLU, or LIF under ``ctx``) to ``x``; see :class:`TimeContext`."""
     if ctx is None or not isinstance(neuron, LIF):
         return neuron(x)
+    if x.dtype in (torch.float16, torch.bfloat16):  # autocast: membranes stay in float32
+        x = x.float()
     if ctx.mode == "step":
         s, ctx.states[id(neuron)] = neuron.step(x, ctx.state(neuron), ctx.t)
     elif ctx.carry or not ctx.temporal_grad:
@@ -175,7 +179,7 @@ class ConvBlock(nn.Module):
         return run_neuron(self.act, run_norm(self.norm, self.conv(x), ctx), ctx)
 
     def _fused(self, x: Tensor, ctx: TimeContext) -> Tensor:
-        h = self.conv(x)
+        h = valid_tap_conv2d(self.conv, x) if use_valid_taps(self.conv, x) else self.conv(x)
         act: LIF = self.act  # type: ignore[assignment]
         step = ctx.mode == "step"
         t0, n = (ctx.t, 1) if step else (ctx.t0, ctx.timesteps)
