@@ -1,10 +1,8 @@
 """Tonic's conventions: its event arrays go in unchanged, its frames come out the same.
 
 The first tests need no Tonic: they build arrays with the dtypes Tonic's datasets use. The
-comparisons with ``tonic.transforms.ToFrame`` / ``ToVoxelGrid`` run only where Tonic is
-installed (an optional development dependency: ``pip install --no-deps tonic`` plus
-``importRosbag``, ``requests``, ``urllib3``, ``idna``, ``certifi`` and
-``charset-normalizer``, which ``import tonic`` needs; h5py, scipy and tqdm besides).
+comparisons with ``tonic.transforms.ToFrame`` / ``ToVoxelGrid`` need Tonic, which the
+``dev`` extra installs (and CI with it).
 
 Where spikeseg and Tonic 1.7 agree and differ is stated in
 :mod:`spikeseg.encoding.events`; these tests pin each statement on random events.
