@@ -1,5 +1,6 @@
 """Shared helpers of the benchmark scripts: machine description, timing statistics, peak memory,
-one subprocess per implementation, Markdown tables and JSON output.
+the allocator setting of the measuring processes, one subprocess per implementation (run to
+completion, or kept alive and driven round by round), Markdown tables and JSON output.
 
 Not part of the ``spikeseg`` package; imported by the scripts in this folder (Python puts a
 script's own folder on ``sys.path``).
@@ -7,14 +8,19 @@ script's own folder on ``sys.path``).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import platform
+import queue
 import re
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,6 +58,26 @@ def cpu_flags_of_note() -> list[str]:
     return [f for f in wanted if f in flags]
 
 
+BF16_FLAGS_SHOWN = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+"""The flags the machine line names, present or not (native bf16 needs one of the last two)."""
+
+
+def load_average() -> list[float] | None:
+    """``os.getloadavg()`` (1, 5, 15 minutes), or None where there is none."""
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def cpu_capability(machine: dict[str, Any]) -> str:
+    """``"CPU capability AVX2 (avx2 yes, avx512f no, ...)"`` from :func:`machine_info`."""
+    have = set(machine.get("cpu_flags") or [])
+    flags = ", ".join(f"{f} {'yes' if f in have else 'no'}" for f in BF16_FLAGS_SHOWN)
+    return f"torch CPU capability {machine['torch_cpu_capability']} ({flags})"
+
+
+def fmt_load(load: list[float] | None) -> str:
+    return "n/a" if not load else " / ".join(f"{v:.2f}" for v in load)
+
+
 def machine_info(threads: int, device: str) -> dict[str, Any]:
     """What the numbers were measured on."""
     try:
@@ -69,7 +95,8 @@ def machine_info(threads: int, device: str) -> dict[str, Any]:
         "python_version": platform.python_version(),
         "platform": platform.platform(),
         "device": device,
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average_at_start": load_average(),
+        "memory_total_bytes": meminfo_bytes("MemTotal"),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
@@ -157,6 +184,21 @@ class PeakMemory:
         return max(0, hwm * 1024 - self.baseline)
 
 
+def meminfo_bytes(field: str = "MemAvailable") -> int | None:
+    """A field of /proc/meminfo in bytes (None where it cannot be read)."""
+    try:
+        m = re.search(rf"^{field}:\s+(\d+)\s*kB", Path("/proc/meminfo").read_text(), re.M)
+    except OSError:
+        return None
+    return int(m.group(1)) * 1024 if m else None
+
+
+def rss_bytes() -> tuple[int | None, int | None]:
+    """``(current, peak)`` resident set size of this process (VmRSS, VmHWM), in bytes."""
+    rss, hwm = _status_kb("VmRSS"), _status_kb("VmHWM")
+    return (None if rss is None else rss * 1024), (None if hwm is None else hwm * 1024)
+
+
 def busy_warning(threads: int, device: str) -> str | None:
     """A warning when other processes keep the cores busy (timings then mean little: OpenMP
     threads waiting on descheduled peers can make small parallel ops 10-100× slower)."""
@@ -187,6 +229,44 @@ def median(xs: Sequence[float]) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+# The C allocator of the measuring processes
+# --------------------------------------------------------------------------------------------
+
+NEUTRAL_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
+"""``--malloc neutral``: glibc serves every block from its heap and never trims it, so freed
+activation memory is reused instead of being unmapped and page-faulted in again (what
+``spikeseg.runtime.configure_allocator`` does through ``mallopt``), for every implementation."""
+
+MALLOC_MODES = ("default", "neutral")
+
+
+def malloc_env(mode: str) -> dict[str, str]:
+    """Environment overrides of a worker process for ``--malloc MODE``."""
+    if mode == "neutral":
+        # SPIKESEG_MALLOC=default: spikeseg leaves the allocator to the tunables
+        return {"GLIBC_TUNABLES": NEUTRAL_TUNABLES, "SPIKESEG_MALLOC": "default"}
+    if mode == "default":
+        return {}
+    raise ValueError(f"malloc mode must be one of {MALLOC_MODES}, not {mode!r}")
+
+
+def apply_neutral_malloc() -> bool:
+    """In this process: the settings of :data:`NEUTRAL_TUNABLES` through ``mallopt`` (for
+    in-process runs, where the environment comes too late). True when applied (glibc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = mallopt(-4, 0) == 1                  # M_MMAP_MAX
+    return mallopt(-1, 2**31 - 1) == 1 and ok  # M_TRIM_THRESHOLD (an int here: 2 GiB - 1)
+
+
+# --------------------------------------------------------------------------------------------
 # One subprocess per implementation
 # --------------------------------------------------------------------------------------------
 
@@ -197,14 +277,22 @@ def emit_result(result: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def run_worker(script: str, config: dict[str, Any], timeout: float | None = None) -> dict:
-    """Run ``python script --worker CONFIG_JSON`` in a fresh interpreter; its result dict.
-
-    A failing worker gives ``{"error": ...}`` with the tail of its output.
-    """
-    cmd = [sys.executable, script, "--worker", json.dumps(config)]
+def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("PYTHONWARNINGS", "ignore")
+    env.update(extra or {})
+    return env
+
+
+def run_worker(script: str, config: dict[str, Any], timeout: float | None = None,
+               env: dict[str, str] | None = None) -> dict:
+    """Run ``python script --worker CONFIG_JSON`` in a fresh interpreter; its result dict.
+
+    ``env``: variables set in the worker's environment (e.g. :func:`malloc_env`). A failing
+    worker gives ``{"error": ...}`` with the tail of its output.
+    """
+    cmd = [sys.executable, script, "--worker", json.dumps(config)]
+    env = worker_env(env)
     try:
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
@@ -216,6 +304,99 @@ def run_worker(script: str, config: dict[str, Any], timeout: float | None = None
             return json.loads(line[len(RESULT_MARKER):])
     tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
     return {"error": f"worker exited with {proc.returncode}: " + " | ".join(tail)}
+
+
+class ServedWorker:
+    """A worker process kept alive and driven by one-line commands on its stdin
+    (``python script --worker CONFIG_JSON --serve``), so that several implementations can be
+    measured in interleaved rounds. The worker answers each command with one
+    :func:`emit_result` line; :func:`serve` is its side of the loop.
+    """
+
+    def __init__(self, script: str, config: dict[str, Any],
+                 env: dict[str, str] | None = None) -> None:
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, script, "--worker", json.dumps(config), "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+            bufsize=1, env=worker_env(env),
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._tail: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def receive(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next result line, or ``{"error": ...}`` (the worker died or timed out)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                self.kill()
+                return {"error": f"timed out after {timeout} s"}
+            if line is None:
+                return {"error": self._failure()}
+            if line.startswith(RESULT_MARKER):
+                return json.loads(line[len(RESULT_MARKER):])
+            self._tail = (self._tail + [line.rstrip()])[-15:]
+
+    def request(self, command: str, timeout: float | None = None) -> dict[str, Any]:
+        """Send one command line and wait for its answer."""
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return {"error": self._failure()}
+        return self.receive(timeout)
+
+    def _failure(self) -> str:
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            code = None
+        self._stderr.seek(0)
+        tail = (self._tail + self._stderr.read().strip().splitlines())[-15:]
+        return f"worker exited with {code}: " + " | ".join(tail)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self) -> None:
+        """Let the worker exit (after its final answer) and reap it."""
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            self.kill()
+        self._stderr.close()
+
+
+def serve(handlers: dict[str, Callable[[list[str]], dict[str, Any]]],
+          ready: dict[str, Any]) -> None:
+    """Worker side of :class:`ServedWorker`: announce ``ready``, then answer each stdin line
+    ``NAME [ARG ...]`` with ``handlers[NAME](args)`` until stdin closes or ``quit``."""
+    emit_result(ready)
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "quit":
+            break
+        try:
+            emit_result(handlers[words[0]](words[1:]))
+        except Exception as e:  # report to the driver, keep serving
+            emit_result({"error": f"{type(e).__name__}: {e}"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,7 +464,11 @@ def select_impls(
     impls = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [i for i in impls if i not in known]
     if unknown:
-        sys.exit(f"unknown implementation(s) {unknown}; choose from {list(known)}")
+        sys.exit(f"unknown implementation(s) {', '.join(unknown)}; choose from "
+                 f"{', '.join(known)}")
+    if not impls:
+        sys.exit(f"no implementation given; choose from {', '.join(known)}")
+    impls = list(dict.fromkeys(impls))  # a name given twice runs once
     notes = [f"{name} not importable ({why}); its rows are skipped"
              for name, why in status.items() if why is not None]
     impls = [i for i in impls if peer_of(i) is None or status.get(peer_of(i)) is None]
@@ -311,6 +496,18 @@ def measure_all(
                 res = {"error": f"{type(e).__name__}: {e}"}
         results[impl] = res
     return results
+
+
+def reference_row(
+    results: dict[str, dict[str, Any]], preferred: str,
+) -> tuple[str | None, dict[str, Any] | None]:
+    """The row ratios are taken against: ``preferred`` when it ran, else the fastest spikeseg
+    row (``(None, None)`` when no spikeseg row ran)."""
+    ok = {k: v for k, v in results.items() if "error" not in v and "skipped" not in v}
+    if preferred in ok:
+        return preferred, ok[preferred]
+    _, name, base = fastest_spikeseg(ok)
+    return name, base
 
 
 def fastest_spikeseg(
