@@ -33,10 +33,11 @@ from ..neurons import LIF
 from ..norm import BNTT
 from .layers import TimeContext
 
-__all__ = ["SegmentationModel", "STEP_MODES", "Execution", "BPTT_MODES"]
+__all__ = ["SegmentationModel", "STEP_MODES", "Execution", "BPTT_MODES", "LIF_KERNELS"]
 
 STEP_MODES = ("auto", "step", "fold")
 BPTT_MODES = ("full", "sltt")
+LIF_KERNELS = ("auto", "torch", "triton")
 
 
 @dataclass
@@ -60,6 +61,11 @@ class Execution:
             every timestep.
         seed: seed of SLTT-K's draw of timesteps (the training loop sets one per step, so a
             resumed run draws the same); ``None`` = torch's global generator.
+        kernel: the fused BNTT + LIF blocks' implementation: ``"torch"`` (the PyTorch
+            kernels of :mod:`spikeseg.kernels.fused`, bit-identical to the reference path),
+            ``"triton"`` (one Triton kernel per block and call, :mod:`spikeseg.kernels.triton_lif`;
+            on CPU tensors it runs under Triton's interpreter, for tests only), ``"auto"``
+            (Triton on CUDA when it is installed, PyTorch otherwise).
     """
 
     fused: bool = True
@@ -67,8 +73,11 @@ class Execution:
     bptt: str = "full"
     sltt_k: int | None = None
     seed: int | None = None
+    kernel: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.kernel not in LIF_KERNELS:
+            raise ValueError(f"kernel must be one of {LIF_KERNELS}, not {self.kernel!r}")
         if self.bptt not in BPTT_MODES:
             raise ValueError(f"bptt must be one of {BPTT_MODES}, not {self.bptt!r}")
         if self.checkpoint_steps < 0:
@@ -307,14 +316,14 @@ class SegmentationModel(nn.Module):
                     seq = x.flatten(0, 1)  # pre-encoded frames: no stacking copy
                 else:
                     seq = torch.stack(list(frames)).flatten(0, 1)
-                ctx = TimeContext("fold", T + P, fused=ex.fused, spikes=spikes)
+                ctx = TimeContext("fold", T + P, fused=ex.fused, kernel=ex.kernel, spikes=spikes)
                 feats = self.body(seq, ctx)
                 if return_steps:  # the head is linear: one call on the folded steps
                     return self._accumulated_head(feats, size, 1).unflatten(0, (T + P, -1))
                 total = tuple(f.unflatten(0, (T + P, -1)).sum(0) / T for f in feats)
                 return self._accumulated_head(total, size, T)
 
-            ctx = TimeContext("step", T + P, fused=ex.fused, spikes=spikes)
+            ctx = TimeContext("step", T + P, fused=ex.fused, kernel=ex.kernel, spikes=spikes)
             acc: list[Tensor] | None = None
             steps: list[Tensor] = []
             for t, frame in enumerate(frames):
@@ -399,14 +408,14 @@ class SegmentationModel(nn.Module):
         ex = self.execution
         n = len(frames)
         if mode == "fold":
-            ctx = TimeContext("fold", n, t0=t0, carry=True, states=dict(states), fused=ex.fused,
+            ctx = TimeContext("fold", n, t0=t0, carry=True, states=dict(states), fused=ex.fused, kernel=ex.kernel,
                               update_stats=update_stats, temporal_grad=temporal, spikes=spikes)
             feats = self.body(torch.stack(frames).flatten(0, 1), ctx)
             if return_steps:
                 return (self._accumulated_head(feats, size, 1).unflatten(0, (n, -1)),), \
                     ctx.states
             return tuple(f.unflatten(0, (n, -1)).sum(0) for f in feats), ctx.states
-        ctx = TimeContext("step", S, states=dict(states), fused=ex.fused,
+        ctx = TimeContext("step", S, states=dict(states), fused=ex.fused, kernel=ex.kernel,
                           update_stats=update_stats, temporal_grad=temporal, spikes=spikes)
         acc: list[Tensor] | None = None
         steps: list[Tensor] = []

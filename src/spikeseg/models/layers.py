@@ -62,6 +62,8 @@ class TimeContext:
         update_stats: BNTT running statistics are updated (False while a checkpointed chunk
             is recomputed, so that it is not counted twice).
         temporal_grad: keep the membranes' gradient through time (False: SLTT).
+        kernel: implementation of the fused blocks, ``"auto"``, ``"torch"`` or ``"triton"``
+            (see :class:`~spikeseg.models.base.Execution`).
         spikes: the tensors of this call known to be binary spikes.
     """
 
@@ -74,6 +76,7 @@ class TimeContext:
     fused: bool = True
     update_stats: bool = True
     temporal_grad: bool = True
+    kernel: str = "auto"
     spikes: SpikeRegistry = field(default_factory=SpikeRegistry, repr=False)
 
     def mark_spikes(self, s: Tensor) -> None:
@@ -184,8 +187,9 @@ class ConvBlock(nn.Module):
         step = ctx.mode == "step"
         t0, n = (ctx.t, 1) if step else (ctx.t0, ctx.timesteps)
         mem = ctx.state(act) if (step or ctx.carry) else None
-        s, m = bntt_lif(h, mem, self.norm, act, t0, n, update_stats=ctx.update_stats,
-                        temporal_grad=ctx.temporal_grad)
+        kernel = _bntt_lif_kernel(ctx.kernel, h, act)
+        s, m = kernel(h, mem, self.norm, act, t0, n, update_stats=ctx.update_stats,
+                      temporal_grad=ctx.temporal_grad)
         if step or ctx.carry or not ctx.temporal_grad:
             ctx.states[id(act)] = m
         if act._spike_hooks:
@@ -198,6 +202,21 @@ class ConvBlock(nn.Module):
                 act._notify(s.unflatten(0, (n, -1)), None)
         ctx.mark_spikes(s)
         return s
+
+
+def _bntt_lif_kernel(choice: str, h: Tensor, act: LIF):
+    """:func:`~spikeseg.kernels.bntt_lif` or its Triton twin, as ``choice`` and the device say."""
+    if choice == "torch" or (choice == "auto" and not h.is_cuda):
+        return bntt_lif
+    from ..kernels import triton_lif  # imports triton only when asked for
+
+    usable = triton_lif.triton_available() and triton_lif.supports(h, act.surrogate)
+    if choice == "triton" and not usable:
+        raise RuntimeError(
+            "execution kernel 'triton' needs the triton package (pip install spikeseg[gpu]) "
+            f"and a float32/float16/bfloat16 input with a built-in surrogate; got {h.dtype} "
+            f"and {act.surrogate!r}")
+    return triton_lif.bntt_lif_triton if usable else bntt_lif
 
 
 def scale_channels(channels: int, width: float) -> int:
