@@ -61,6 +61,15 @@ SUITES = {
             ("modern-T4", "modern recipe, T=4", MODERN_STATIC + ["model.timesteps=4"]),
             ("modern-T2", "modern recipe, T=2", MODERN_STATIC + ["model.timesteps=2"]),
             ("modern-T1", "modern recipe, T=1", MODERN_STATIC + ["model.timesteps=1"]),
+            # Variants of the T=4 recipe: which part carries it, and what else might add.
+            ("direct-T4", "direct coding alone, T=4",
+             ["model.encoding=direct", "model.timesteps=4"]),
+            ("direct-bn-T4", "direct coding + time-shared BN, T=4",
+             ["model.encoding=direct", "model.norm=bn", "model.timesteps=4"]),
+            ("modern-thr-T4", "modern recipe + learnable threshold, T=4",
+             MODERN_STATIC + ["model.learn_threshold=true", "model.timesteps=4"]),
+            ("modern-res-T4", "modern recipe, residual backbone, T=4",
+             MODERN_STATIC + ["model.name=spiking_deeplab_res", "model.timesteps=4"]),
         ],
     },
     "events": {
@@ -74,6 +83,7 @@ SUITES = {
              ["model.neuron=plif", "model.learnable_per=channel"]),
             ("threshold", "+ learnable threshold", ["model.learn_threshold=true"]),
             ("tdbn", "+ tdBN", ["model.norm=tdbn"]),
+            ("bn", "+ time-shared BN", ["model.norm=bn"]),
             ("tet", "+ TET loss", ["train.loss=tet"]),
             ("augment", "+ augmentation (flip, shift)", ["data.augment={flip: true, shift: 2}"]),
             ("res", "+ residual backbone (spiking_deeplab_res)",

@@ -290,6 +290,11 @@ class TrainConfig:
     sltt_k: int | None = _opt(None, at_least(1, optional=True))
     """With bptt=sltt: backpropagate through K randomly drawn timesteps per step (their
     gradients scaled by T/K), the others run without a graph; null = every timestep."""
+    kernel: str = _opt("auto", one_of("auto", "torch", "triton"))
+    """Spiking models: implementation of the fused BNTT + LIF blocks. auto: Triton kernels on
+    CUDA when the triton package is installed (pip install spikeseg[gpu]), PyTorch otherwise;
+    torch: always PyTorch (bit-identical to the reference path); triton: always Triton (on
+    CPU it runs under Triton's interpreter: for tests, far too slow to train)."""
 
 
 @dataclass

@@ -585,7 +585,8 @@ def _full(x: torch.Tensor) -> torch.Tensor:
 def _execution(cfg: Config) -> Execution:
     """How a spiking model computes its training steps, from ``train.*``."""
     t = cfg.train
-    return Execution(checkpoint_steps=t.checkpoint_steps, bptt=t.bptt, sltt_k=t.sltt_k)
+    return Execution(checkpoint_steps=t.checkpoint_steps, bptt=t.bptt, sltt_k=t.sltt_k,
+                     kernel=t.kernel)
 
 
 def _step_seed(seed: int, epoch: int, step: int) -> int:
