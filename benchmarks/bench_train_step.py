@@ -20,7 +20,7 @@ Implementations (time layout in brackets):
 * ``spikeseg-sltt`` / ``spikeseg-sltt-k``: step mode with SLTT (Meng et al. 2023: no gradient
   through the membranes over time), and SLTT-K (backward through ``--sltt-k`` random steps);
 * ``spikeseg-bf16``: step mode under bf16 autocast (skipped on CPUs without native bfloat16
-  unless ``--force-bf16``);
+  unless ``--force-bf16``); ``spikeseg-fast``: bf16 autocast and SLTT-K together;
 * ``snntorch-step`` / ``snntorch-fold``: ``snntorch.Leaky`` neurons;
 * ``spikingjelly-step`` / ``spikingjelly-fold``: ``LIFNode`` in single-step / multi-step mode
   (multi-step is SpikingJelly's usual layout).
@@ -93,7 +93,7 @@ class Impl:
     label: str
     kind: str  # "spikeseg", "snntorch" or "spikingjelly"
     layout: str  # "step" or "fold"
-    variant: str = ""  # spikeseg: "", "ckpt", "sltt", "sltt-k" or "bf16"
+    variant: str = ""  # spikeseg: "", "ckpt", "sltt", "sltt-k", "bf16" or "bf16-sltt-k"
 
 
 IMPLS: dict[str, Impl] = {
@@ -104,6 +104,8 @@ IMPLS: dict[str, Impl] = {
     "spikeseg-sltt": Impl("spikeseg, step mode, SLTT", "spikeseg", "step", "sltt"),
     "spikeseg-sltt-k": Impl("spikeseg, step mode, SLTT-{k}", "spikeseg", "step", "sltt-k"),
     "spikeseg-bf16": Impl("spikeseg, step mode, bf16 autocast", "spikeseg", "step", "bf16"),
+    "spikeseg-fast": Impl("spikeseg, step mode, bf16 autocast + SLTT-{k}", "spikeseg", "step",
+                          "bf16-sltt-k"),
     "snntorch-step": Impl("snnTorch `Leaky`, step layout", "snntorch", "step"),
     "snntorch-fold": Impl("snnTorch `Leaky`, fold layout", "snntorch", "fold"),
     "spikingjelly-step": Impl("SpikingJelly `LIFNode`, single-step", "spikingjelly", "step"),
@@ -129,7 +131,7 @@ def label(impl: str, cfg: dict[str, Any]) -> str:
 
 
 def precision_of(impl: str) -> str:
-    return "bf16" if IMPLS[impl].variant == "bf16" else "fp32"
+    return "bf16" if IMPLS[impl].variant.startswith("bf16") else "fp32"
 
 
 def step_seed(cfg: dict[str, Any], step: int) -> int:
@@ -157,7 +159,7 @@ def execution_of(impl: str, cfg: dict[str, Any]):
         return Execution(checkpoint_steps=cfg["checkpoint_steps"], bptt="full", sltt_k=None)
     if variant == "sltt":
         return Execution(bptt="sltt", sltt_k=None)
-    if variant == "sltt-k":
+    if variant in ("sltt-k", "bf16-sltt-k"):
         return Execution(bptt="sltt", sltt_k=cfg["sltt_k"])
     return Execution()
 
@@ -306,7 +308,7 @@ class Runner:
         torch.set_num_threads(cfg["threads"])
         self.device = device = torch.device(cfg["device"])
         self.precision = precision_of(cfg["impl"])
-        self.sltt_k = IMPLS[cfg["impl"]].variant == "sltt-k"
+        self.sltt_k = IMPLS[cfg["impl"]].variant.endswith("sltt-k")
         self.steps = 0
         model = build_model(cfg["impl"], cfg).to(device)
         if cfg["channels_last"]:
@@ -490,7 +492,7 @@ def check_equivalence(impls: list[str], cfg: dict[str, Any]) -> list[dict[str, A
     out = {}
     for impl in [REFERENCE, *[i for i in impls if i != REFERENCE]]:
         model = build_model(impl, cfg).train()  # train mode: batch statistics, as in the step
-        if IMPLS[impl].variant == "sltt-k":
+        if IMPLS[impl].variant.endswith("sltt-k"):
             model.execution.seed = step_seed(cfg, 0)
         with torch.enable_grad(), autocast(precision_of(impl), cpu):
             logits = model(x)
@@ -734,19 +736,21 @@ def main(argv=None) -> int:
         apply_neutral_malloc()  # in-process: the environment comes too late
 
     skipped: dict[str, dict[str, Any]] = {}
-    if "spikeseg-bf16" in impls:
+    bf16_rows = [i for i in impls if precision_of(i) == "bf16"]
+    if bf16_rows:
         why = bf16_skip_reason(device, args.force_bf16)
         if why:
-            skipped["spikeseg-bf16"] = {"skipped": why}
-            notes.append(f"spikeseg-bf16 skipped: {why}; spikeseg refuses train.precision=bf16 "
-                         "there (oneDNN would emulate it, slower than fp32); --force-bf16 runs "
-                         "it anyway")
+            for i in bf16_rows:
+                skipped[i] = {"skipped": why}
+            notes.append(f"{', '.join(bf16_rows)} skipped: {why}; spikeseg refuses "
+                         "train.precision=bf16 there (oneDNN would emulate it, slower than "
+                         "fp32); --force-bf16 runs it anyway")
         elif device.type == "cpu" and args.force_bf16:
             from spikeseg.runtime import native_bf16
 
             if not native_bf16():
-                notes.append("spikeseg-bf16 runs with --force-bf16 on a CPU without native "
-                              "bfloat16: oneDNN emulates it (slower than fp32)")
+                notes.append(f"{', '.join(bf16_rows)} run with --force-bf16 on a CPU without "
+                             "native bfloat16: oneDNN emulates it (slower than fp32)")
     run_impls = [i for i in impls if i not in skipped]
 
     base_cfg = {"timesteps": args.timesteps, "batch": args.batch, "size": args.size,

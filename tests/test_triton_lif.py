@@ -181,3 +181,22 @@ def test_errors_are_clear():
                       shift=torch.ones(3, 3))
     with pytest.raises(ValueError, match="no kernel"):
         lif_multistep(x.double(), 0.9, 1.0, get_surrogate("pwl"))
+
+
+def test_evaluation_beyond_the_trained_timesteps():
+    """Inference past BNTT's T reuses the last timestep's statistics, in both kernels."""
+    g = torch.Generator().manual_seed(5)
+    norm = BNTT(4, 3, bias=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.2, 0.4)
+        norm.running_mean.normal_(0.0, 0.3)
+        norm.running_var.uniform_(0.5, 2.0)
+    norm.eval()
+    neuron = LIF(leak=0.99, threshold=1.0)
+    x = torch.randn(4 * 2, 4, 5, 5, generator=g) * 2
+    mem = torch.randn(2, 4, 5, 5, generator=g)
+    s, m = bntt_lif_triton(x, mem, norm, neuron, 1, 4)  # timesteps 1..4 of a T=3 BNTT
+    sr, mr = bntt_lif(x, mem, norm, neuron, 1, 4)
+    assert torch.equal(s, sr)
+    torch.testing.assert_close(m, mr, rtol=1e-5, atol=1e-5)

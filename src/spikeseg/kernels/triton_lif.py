@@ -256,8 +256,14 @@ def bntt_lif_triton(
     C = x.shape[1]
     dims = (1,) + tuple(range(3, xs.dim()))
     sl = slice(t0, t0 + n)
-    w = norm.weight[sl] if norm.weight is not None else None
-    b = norm.bias[sl] if norm.bias is not None else None
+
+    def rows(p):  # evaluation beyond the trained T reuses the last timestep's row
+        if p is None:
+            return None
+        return p[sl] if norm.training else torch.stack(
+            [norm._row(p, t) for t in range(t0, t0 + n)])
+
+    w, b = rows(norm.weight), rows(norm.bias)
     if norm.training:
         with torch.autocast(x.device.type, enabled=False):
             var, mean = torch.var_mean(xs.float(), dim=dims, unbiased=False)
@@ -270,8 +276,7 @@ def bntt_lif_triton(
                 norm.running_var[sl].mul_(1 - mom).add_(unbiased, alpha=mom)
                 norm.num_batches_tracked[sl] += 1
     else:
-        mean = torch.stack([norm._row(norm.running_mean, t) for t in range(t0, t0 + n)])
-        var = torch.stack([norm._row(norm.running_var, t) for t in range(t0, t0 + n)])
+        mean, var = rows(norm.running_mean), rows(norm.running_var)
     invstd = torch.rsqrt(var + norm.eps)
     a = invstd if w is None else w * invstd
     shift = -mean * a if b is None else b - mean * a
