@@ -168,7 +168,9 @@ def write_onnx(
         opset: ONNX opset (default: the exporter's).
         dynamo: use the ``torch.export``-based exporter (``False``: the legacy one).
         verify: run the file with onnxruntime (when installed) and compare with PyTorch.
-        tolerance: ``|onnx − torch| <= tolerance·(1 + |torch|)`` for the verification.
+        tolerance: ``|onnx − torch| <= tolerance·max(1, max|torch|)`` for the verification:
+            relative to the scale of the output, since float32 logits computed in two summation
+            orders differ by a few ulps of the largest activations, not of each logit.
         name: the model's registry name, for the summary.
 
     Returns:
@@ -307,7 +309,7 @@ def _verify(model, wrapper, path, shape, example_batch, dynamic, tolerance) -> d
             "export with dynamo=False, or report this with the model's options"
         )
     err = (got - ref).abs()
-    ok = err <= tolerance * (1 + ref.abs())
+    ok = err <= tolerance * max(1.0, float(ref.abs().max()))
     out: dict[str, Any] = {
         "verified": bool(ok.all()), "max_abs_diff": float(err.max()), "verified_batch": batch,
         "within_tolerance": float(ok.float().mean()),
