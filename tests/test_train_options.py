@@ -98,7 +98,7 @@ def test_bf16_numerics_keep_membranes_statistics_and_accumulator_in_float32():
     for name, lif in m.neurons():
         hooks.append(lif.register_spike_hook(
             lambda mod_, s, t, n=name: (seen["spikes"].add(s.dtype),
-                                        rates.setdefault(n, []).append(float(s.mean())))))
+                                        rates.setdefault(n, []).append(float(s.detach().mean())))))
     with runtime.autocast("bf16", torch.device("cpu")):
         out = m(x)
         ref_out = ref(x)

@@ -77,7 +77,7 @@ def _kernels(interpret: bool):
     """The two kernels, interpreted (CPU tensors) or compiled (CUDA tensors)."""
     import triton
 
-    from . import _triton_kernels as k
+    from . import triton_kernels as k
 
     if interpret:
         from triton.runtime.interpreter import InterpretedFunction
