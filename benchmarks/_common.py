@@ -8,6 +8,8 @@ script's own folder on ``sys.path``).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import platform
@@ -251,9 +253,17 @@ def malloc_env(mode: str) -> dict[str, str]:
 def apply_neutral_malloc() -> bool:
     """In this process: the settings of :data:`NEUTRAL_TUNABLES` through ``mallopt`` (for
     in-process runs, where the environment comes too late). True when applied (glibc)."""
-    from spikeseg.runtime import keep_freed_memory
-
-    return keep_freed_memory()
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = mallopt(-4, 0) == 1                  # M_MMAP_MAX
+    return mallopt(-1, 2**31 - 1) == 1 and ok  # M_TRIM_THRESHOLD (an int here: 2 GiB - 1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: the CLI calls this befo
 
 __all__ = [
     "PRECISIONS", "cpu_flags", "native_bf16", "check_precision", "autocast", "autocast_dtype",
-    "configure_allocator", "keep_freed_memory", "minor_faults",
+    "configure_allocator", "minor_faults",
 ]
 
 PRECISIONS = ("fp32", "fp64", "bf16", "fp16")
@@ -126,12 +126,6 @@ def configure_allocator() -> bool:
     more than once; ``SPIKESEG_MALLOC=default`` leaves the allocator alone."""
     if os.environ.get("SPIKESEG_MALLOC", "").lower() == "default":
         return False
-    return keep_freed_memory()
-
-
-def keep_freed_memory() -> bool:
-    """What :func:`configure_allocator` does, whatever ``SPIKESEG_MALLOC`` says: ``mallopt``
-    with no mmap-served blocks and no trimming of the heap. True when applied (glibc)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
