@@ -47,8 +47,10 @@ _BLOCK = 1024
 _SURROGATE_IDS = {PiecewiseLinear: 0, FastSigmoid: 1, Exponential: 2, PassThrough: 3}
 
 
+@functools.cache
 def triton_available() -> bool:
-    """True when the ``triton`` package can be imported."""
+    """True when the ``triton`` package can be imported (looked up once: every fused block
+    asks on every call on CUDA)."""
     return importlib.util.find_spec("triton") is not None
 
 
