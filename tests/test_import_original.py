@@ -21,6 +21,7 @@ from spikeseg.errors import SpikesegError
 from spikeseg.export.original import (
     CAFFE_MEAN_BGR_255,
     ORIGINAL_CAFFE_MEAN_RGB,
+    RESAVE_HINT,
     import_original,
     read_original,
 )
@@ -250,9 +251,8 @@ def _save(tmp_path, state, name="orig.pth"):
 ])
 def test_imported_ann_gives_the_originals_outputs(tmp_path, arch, bn, leaky):
     state = make_original(arch, "ann", bn=bn, leaky=leaky)
-    summary = import_original(_save(tmp_path, state), tmp_path / "ck", trust=True)
+    summary = import_original(_save(tmp_path, state), tmp_path / "ck")
     assert summary["kind"] == "trained" and summary["flipped_bgr"]
-    assert not summary["unpickled_in_full"]  # the safe load sufficed
     assert summary["model"] == ("deeplab" if arch.startswith("dl") else "fcn")
     assert summary["max_miou"] == pytest.approx(0.6125) and summary["epoch"] == 40
     model, meta = load_checkpoint(tmp_path / "ck")
@@ -443,23 +443,51 @@ class _Payload:
         return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
 
 
-def test_code_in_the_pickle_is_refused_without_trust(tmp_path):
+def test_code_in_the_pickle_is_never_run(tmp_path, capsys):
     marker = tmp_path / "marker"
     state = make_original("dl-vgg9", "ann")
     state["payload"] = _Payload(marker)
     path = _save(tmp_path, state)
-    with pytest.raises(SpikesegError, match="--trust") as e:
+    # The payload is real: a full unpickle runs it (checked on a copy, in this test only).
+    torch.load(_save(tmp_path, state, "copy.pth"), weights_only=False)
+    assert marker.read_text() == "ran"
+    marker.unlink()
+    with pytest.raises(SpikesegError, match="does not unpickle") as e:
         import_original(path, tmp_path / "ck")
     msg = str(e.value)
     assert "\n" not in msg and "arbitrary code" in msg and "builtins.exec" in msg
+    assert "re-save it with plain values" in msg
     assert not marker.exists()
     assert not (tmp_path / "ck.json").exists()
-    # The payload is real: trusting the file runs it (and the import goes through).
-    summary = import_original(path, tmp_path / "ck", trust=True)
-    assert marker.read_text() == "ran" and summary["unpickled_in_full"]
-    from spikeseg.cli import TRUST_HELP
+    # There is no opt-in that unpickles in full, from the library or the CLI.
+    with pytest.raises(TypeError):
+        import_original(path, tmp_path / "ck", trust=True)
+    from spikeseg.cli import main
 
-    assert "arbitrary code" in TRUST_HELP
+    code = main(["import-original", "--checkpoint", str(path), "--out", str(tmp_path / "ck"),
+                 "--trust"])
+    assert code == 2 and not marker.exists()
+    assert "unrecognized arguments: --trust" in capsys.readouterr().err
+
+
+def test_the_resave_hint_gives_a_file_that_imports(tmp_path, monkeypatch):
+    """The fix the error message names turns a file with extra objects into one that loads."""
+    state = make_original("dl-vgg9", "ann")
+    state["config"] = _DictLike(state["config"])  # e.g. a wandb Config object
+    path = _save(tmp_path, state)
+    with pytest.raises(SpikesegError, match="_DictLike"):
+        read_original(path)
+    monkeypatch.chdir(tmp_path)
+    s = torch.load(path, weights_only=False)  # the user, in the environment that wrote it
+    hint = RESAVE_HINT.split("e.g. ", 1)[1]
+    eval(hint, {"torch": torch, "s": s, "dict": dict, "float": float})  # noqa: S307
+    import_original(tmp_path / "plain.pth", tmp_path / "ck")
+    model, _ = load_checkpoint(tmp_path / "ck")
+    assert model is not None
+
+
+class _DictLike(dict):
+    """A dict subclass (as wandb's config objects are): safe loading refuses its class."""
 
 
 def test_numpy_scalar_is_allowed_without_trust(tmp_path):

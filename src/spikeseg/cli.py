@@ -157,15 +157,6 @@ def existing_file(text: str) -> str:
 
 
 
-TRUST_HELP = (
-    "unpickle the checkpoint in full (torch.load with weights_only=False) when it holds Python "
-    "objects other than tensors, plain values and the NumPy float64 of the original code's "
-    "files; unpickling can run arbitrary code, so use this only for a file whose source you "
-    "trust"
-)
-"""Help of ``import-original --trust``."""
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line (``spikeseg: error: ...``) and exit status 2."""
 
@@ -494,7 +485,7 @@ def cmd_import_original(args: argparse.Namespace) -> int:
     from .export.original import import_original
 
     r = import_original(
-        args.checkpoint, args.out, trust=args.trust, model_name=args.model,
+        args.checkpoint, args.out, model_name=args.model,
         scaling_factor=args.scaling_factor, thresholds=args.thresholds,
         threshold_timesteps=args.threshold_timesteps, timesteps=args.timesteps,
     )
@@ -742,7 +733,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the original code's .pth file")
     o.add_argument("--out", required=True, type=output_file,
                    help="spikeseg checkpoint to write (NAME or NAME.safetensors)")
-    o.add_argument("--trust", action="store_true", help=TRUST_HELP)
     o.add_argument("--scaling-factor", type=_positive_float, default=0.7,
                    help="converted ANNs: the factor the original code multiplies its "
                         "thresholds by at use (not stored in the file)")

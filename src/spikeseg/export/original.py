@@ -64,9 +64,10 @@ spikeseg uses IF neurons (leak 1). Leaky-ReLU ANNs convert with negative spikes 
 
 **Loading safely.** The files hold a NumPy ``float64`` (``max_miou``, from ``utils/scores.py``),
 so plain ``torch.load(weights_only=True)`` refuses them. They are loaded with
-``weights_only=True`` and an allow-list of exactly the NumPy scalar types they hold
-(:data:`NUMPY_SCALAR_GLOBALS`); anything else is refused with a one-line error unless
-``trust=True``, which unpickles the file in full (and so can run code from it).
+``weights_only=True`` and an allow-list of NumPy's numeric scalar types
+(:data:`NUMPY_SCALAR_GLOBALS`); anything else is refused with a one-line error that says how to
+re-save the file with plain values. spikeseg never unpickles a file in full: that would run
+whatever code the file names.
 """
 
 from __future__ import annotations
@@ -129,9 +130,15 @@ _FCN_SKIPS = {"score1": "features.2", "score2": "features.4", "score3": "feature
 _FCN_UPSAMPLE = {"up1": "upsample.0.0", "up2": "upsample.1.0", "up3": "upsample.2.0"}
 
 
+_NUMERIC_DTYPES = ("Float16DType", "Float32DType", "Float64DType", "Int8DType", "Int16DType",
+                   "Int32DType", "Int64DType", "UInt8DType", "UInt16DType", "UInt32DType",
+                   "UInt64DType", "BoolDType")
+
+
 def _numpy_scalar_globals() -> list:
     """The allow-list for ``weights_only`` loading: NumPy's scalar reconstructor (under its
-    NumPy 1 and 2 module names), ``numpy.dtype`` and the float64 dtype class."""
+    NumPy 1 and 2 module names), ``numpy.dtype`` and the numeric dtype classes. A scalar is
+    rebuilt from a dtype and raw bytes; none of these can name other code."""
     try:
         from numpy._core.multiarray import scalar  # NumPy >= 2
     except ImportError:  # pragma: no cover - NumPy 1
@@ -139,14 +146,24 @@ def _numpy_scalar_globals() -> list:
     out: list = [scalar, (scalar, "numpy.core.multiarray.scalar"),
                  (scalar, "numpy._core.multiarray.scalar"), np.dtype]
     dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None and hasattr(dtypes, "Float64DType"):
-        out.append(dtypes.Float64DType)
+    out += [getattr(dtypes, n) for n in _NUMERIC_DTYPES if hasattr(dtypes, n)]
     return out
 
 
 NUMPY_SCALAR_GLOBALS = _numpy_scalar_globals()
-"""What ``weights_only`` loading allows beyond tensors and plain values: exactly what a NumPy
-``float64`` scalar (the original's ``max_miou``) needs to be rebuilt."""
+"""What ``weights_only`` loading allows beyond tensors and plain values: what a NumPy numeric
+scalar (the original's ``max_miou`` is a ``float64``) needs to be rebuilt."""
+
+_ALLOWED_NAMES = {"numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar", "numpy.dtype",
+                  *(f"numpy.dtypes.{n}" for n in _NUMERIC_DTYPES)}
+
+RESAVE_HINT = (
+    "re-save it with plain values where it was written, e.g. torch.save({'config': "
+    "dict(s['config']), 'state_dict': {k: v.detach().cpu() for k, v in "
+    "s['state_dict'].items()}, 'thresholds': s.get('thresholds'), 'epoch': s.get('epoch'), "
+    "'max_miou': float(s.get('max_miou', 0))}, 'plain.pth')"
+)
+"""How to turn a checkpoint that holds other Python objects into one spikeseg reads."""
 
 
 def _first_line(e: BaseException) -> str:
@@ -165,61 +182,41 @@ def _unpickler_detail(e: BaseException) -> str:
     return _first_line(e)
 
 
-def read_original(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
-    """Load an original-code checkpoint on the CPU, safely unless ``trust``.
+def read_original(path: str | Path) -> dict[str, Any]:
+    """Load an original-code checkpoint on the CPU, with ``torch.load(weights_only=True)``.
 
     Args:
         path: the ``.pth`` file.
-        trust: unpickle in full (``weights_only=False``) when the safe load refuses the file.
 
     Returns:
         The file's dictionary (``config``, ``state_dict``, ...).
 
     Raises:
-        SpikesegError: missing or unreadable file, or one that needs ``trust``.
+        SpikesegError: a missing or unreadable file, or one that holds Python objects beyond
+            tensors, plain values and NumPy scalars (never unpickled: that could run code).
     """
-    return _read(path, trust)[0]
-
-
-def _read(path: str | Path, trust: bool) -> tuple[dict[str, Any], bool]:
-    """:func:`read_original`, and whether the file had to be unpickled in full."""
     path = Path(path)
-    unpickled = False
     if not path.is_file():
         raise SpikesegError(f"original checkpoint {path} not found")
     try:
-        if hasattr(torch.serialization, "safe_globals"):
-            with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        else:  # pragma: no cover - torch < 2.5
+        with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if not trust:
-            try:
-                names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-            except Exception:  # noqa: BLE001 - not a zip checkpoint: cannot tell what it holds
-                names = None
-            allowed = {"numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar",
-                       "numpy.dtype", "numpy.dtypes.Float64DType"}
-            names = [n for n in names if n not in allowed] if names is not None else None
-            if not names:
-                raise SpikesegError(
-                    f"{path} cannot be read safely ({_unpickler_detail(e)}): it is not a "
-                    "torch.save checkpoint, or one of an old format that only --trust (full "
-                    "unpickling, which can run code) reads"
-                ) from None
-            what = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-            raise SpikesegError(
-                f"{path} holds Python objects beyond tensors and plain values ({what}); "
-                "unpickling them can run arbitrary code, so it was not loaded: pass --trust "
-                "(trust=True) only if you trust where the file comes from"
-            ) from None
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            unpickled = True
-        except Exception as e2:  # noqa: BLE001 - any failure of a trusted unpickle
-            raise SpikesegError(f"{path} cannot be read even with --trust: {_first_line(e2)}") \
-                from None
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - not a zip checkpoint: cannot tell what it holds
+            names = None
+        names = [n for n in names if n not in _ALLOWED_NAMES] if names is not None else None
+        if not names:
+            raise SpikesegError(
+                f"{path} cannot be read safely ({_unpickler_detail(e)}): it is not a "
+                f"torch.save checkpoint of tensors and plain values; {RESAVE_HINT}"
+            ) from None
+        what = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise SpikesegError(
+            f"{path} holds Python objects beyond tensors and plain values ({what}); spikeseg "
+            f"does not unpickle those (that can run arbitrary code): {RESAVE_HINT}"
+        ) from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         raise SpikesegError(
             f"{path} cannot be read as a PyTorch checkpoint: {_first_line(e)}"
@@ -234,7 +231,7 @@ def _read(path: str | Path, trust: bool) -> tuple[dict[str, Any], bool]:
             f"{path} has no 'config' dict: files of the original code record their settings "
             "there (architecture, dataset, timesteps, ...)"
         )
-    return state, unpickled
+    return state
 
 
 # --------------------------------------------------------------------------- configuration
@@ -554,7 +551,6 @@ def import_original(
     checkpoint: str | Path,
     out: str | Path,
     *,
-    trust: bool = False,
     model_name: str | None = None,
     scaling_factor: float = 0.7,
     thresholds: str = "auto",
@@ -566,7 +562,6 @@ def import_original(
     Args:
         checkpoint: the original ``.pth`` file.
         out: the spikeseg checkpoint to write (name, or either file's path).
-        trust: unpickle the file in full if the safe load refuses it (can run code from it).
         model_name: the spikeseg model to import as (default: from the file's ``model_type``
             and ``architecture``; must agree with them).
         scaling_factor: converted ANNs: the factor the original multiplies its thresholds by
@@ -582,8 +577,7 @@ def import_original(
         ``kind`` (``"trained"`` or ``"converted"``), ``model_type``, ``architecture``,
         ``num_classes``, ``in_channels``, ``timesteps``, ``epoch``, ``max_miou``,
         ``parameters`` (tensors imported), ``encoding``, ``input_mean``, ``flipped_bgr``,
-        ``thresholds`` (type, T, scaling factor, layers; converted only),
-        ``unpickled_in_full`` (whether ``trust`` was needed and used) and ``notes``.
+        ``thresholds`` (type, T, scaling factor, layers; converted only) and ``notes``.
 
     Raises:
         SpikesegError: an unreadable or unsafe file, an architecture, option or threshold
@@ -597,7 +591,7 @@ def import_original(
         raise SpikesegError(
             f"thresholds must be 'auto', 'none' or one of {METHODS}, not {thresholds!r}"
         )
-    state, unpickled = _read(path, trust)
+    state = read_original(path)
     config = state["config"]
     name, opts, notes = original_model(config, model_name=model_name, source=source)
     spiking = name.startswith("spiking_")
@@ -634,7 +628,7 @@ def import_original(
         "img_size": img_size,
         "epoch": epoch,
         "max_miou": max_miou,
-        "unpickled_in_full": unpickled,
+
         "input": ("RGB in [0, 1]: first convolution's input channels flipped BGR->RGB; "
                   "input_mean = the Caffe mean (104.00699, 116.66877, 122.67892 BGR) in RGB"
                   if flip else "as the original (no channel flip, no mean)"),
@@ -658,7 +652,7 @@ def import_original(
         "in_channels": in_channels, "timesteps": T if spiking else None, "epoch": epoch,
         "max_miou": max_miou, "parameters": len(tensors),
         "encoding": opts.get("encoding"), "input_mean": opts.get("input_mean"),
-        "flipped_bgr": flip, "thresholds": None, "unpickled_in_full": unpickled, "notes": notes,
+        "flipped_bgr": flip, "thresholds": None, "notes": notes,
     }
     if conv is None:
         weights, meta = save_checkpoint(out, model, name, extra=extra)
