@@ -279,7 +279,7 @@ _ALLOCATOR_SET_IN_PROCESS = False
 def setup_allocator(cfg: dict[str, Any]) -> str:
     """Apply ``--malloc`` in this process where it is up to the process; say what holds."""
     global _ALLOCATOR_SET_IN_PROCESS
-    from spikeseg.runtime import configure_allocator
+    from spikeseg.runtime import configure_allocator, resolve_allocator
 
     if cfg["malloc"] == "neutral":
         if not cfg["isolated"]:
@@ -287,9 +287,14 @@ def setup_allocator(cfg: dict[str, Any]) -> str:
         tunables = os.environ.get("GLIBC_TUNABLES", "")
         return f"GLIBC_TUNABLES={tunables}" if tunables else "GLIBC_TUNABLES not set (?)"
     if IMPLS[cfg["impl"]].kind == "spikeseg":
-        if configure_allocator():
+        # What `spikeseg train` applies with train.allocator=auto: keep, or lean when
+        # checkpointing is on.
+        ck = cfg["checkpoint_steps"] if IMPLS[cfg["impl"]].variant == "ckpt" else 0
+        mode = resolve_allocator("auto", ck)
+        if configure_allocator("auto", ck):
             _ALLOCATOR_SET_IN_PROCESS = True
-            return "spikeseg.runtime.configure_allocator() applied (as the CLI does)"
+            return (f"spikeseg.runtime.configure_allocator() applied as `spikeseg train` does "
+                    f"(train.allocator=auto: {mode})")
         return "configure_allocator() not applied (SPIKESEG_MALLOC=default or not glibc)"
     if _ALLOCATOR_SET_IN_PROCESS:
         return "configured by an earlier spikeseg row of this process (in-process run)"
@@ -836,8 +841,10 @@ def main(argv=None) -> int:
                  "for every row")
     else:
         alloc = ("`--malloc default`: the environment as it was; the spikeseg rows call "
-                 "`spikeseg.runtime.configure_allocator()` as the spikeseg CLI does (glibc keeps "
-                 "freed memory: no mmap, no trimming), the peer rows run with glibc's defaults")
+                 "`spikeseg.runtime.configure_allocator()` as `spikeseg train` does with "
+                 "`train.allocator=auto` (keep: glibc keeps freed memory, no mmap, no trimming; "
+                 "the checkpointing row: lean, every block of 1 MiB or more mapped and unmapped "
+                 "on its own), the peer rows run with glibc's defaults")
         if not args.isolate:
             alloc += " (in-process: once a spikeseg row has run, later rows share its setting)"
     print(f"**Settings:** {'channels-last' if channels_last else 'contiguous (NCHW)'} for "

@@ -90,6 +90,10 @@ SUITES = {
             ("augment", "+ augmentation (flip, shift)", ["data.augment={flip: true, shift: 2}"]),
             ("res", "+ residual backbone (spiking_deeplab_res)",
              ["model.name=spiking_deeplab_res"]),
+            # Integrating the window: more weight on the recent frames (a faster leak), and
+            # more activity from sparse frames (a lower threshold).
+            ("leak", "+ faster leak (λ 0.9)", ["model.leak=0.9"]),
+            ("thr-half", "+ lower threshold (θ 0.5)", ["model.threshold=0.5"]),
             ("all-T8", "tdBN + PLIF + TET + augmentation, T=8",
              ["model.norm=tdbn", "model.neuron=plif", "train.loss=tet",
               "data.augment={flip: true, shift: 2}"]),

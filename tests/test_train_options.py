@@ -24,6 +24,7 @@ from .conftest import tiny_overrides
     ("train.bptt=online", "one of full, sltt"),
     ("train.sltt_k=0", "an int >= 1 or null"),
     ("train.precision=int8", "one of fp32, fp64, bf16, fp16"),
+    ("train.allocator=tcmalloc", "one of auto, keep, lean, default"),
 ])
 def test_option_bounds(override, message):
     with pytest.raises(SpikesegError, match=message):
@@ -44,10 +45,18 @@ def _max_diff(a, b):
                if p.is_floating_point())
 
 
-def test_checkpointed_training_gives_the_plain_weights(tmp_path, data_cache):
+def test_checkpointed_training_gives_the_plain_weights(tmp_path, data_cache, monkeypatch):
+    engine = sys.modules["spikeseg.engine.train"]  # the module (the package exports train())
+    applied = []
+    real = engine.configure_allocator
+    monkeypatch.setattr(engine, "configure_allocator",
+                        lambda *a: applied.append(runtime.resolve_allocator(*a)) or real(*a))
     _, plain = _run(tmp_path, data_cache, "plain")
     _, ck = _run(tmp_path, data_cache, "ck", "train.checkpoint_steps=2")
     assert _max_diff(plain, ck) < 1e-5
+    if "SPIKESEG_MALLOC" not in os.environ:  # train.allocator=auto: lean with checkpointing
+        assert applied == ["keep", "lean"]
+    real("keep")
 
 
 def test_sltt_training_is_deterministic_and_differs_from_bptt(tmp_path, data_cache):
@@ -174,3 +183,67 @@ def test_allocator_setting_stops_refaulting_freed_memory():
     off, on = faults("off"), faults("on")
     assert off > 4 * 40960 * 0.9  # four steps, each faulting 160 MiB of 4 KiB pages in
     assert on < off / 3
+
+
+_RESIDENT = """
+import torch, sys
+from spikeseg import runtime
+assert runtime.configure_allocator(sys.argv[1])
+torch.set_num_threads(1)
+
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) << 10
+
+_ = torch.ones(1 << 18) * 2  # torch's own lazy set-up is not the allocator's doing
+del _
+before = rss()
+# Blocks of 2-24 MiB with interleaved lifetimes, the pattern that fragments a heap.
+keep = []
+for i in range(24):
+    a = torch.ones((2 + i % 12) << 18)
+    b = torch.ones((24 - i % 12) << 18)
+    keep.append(a)
+    del b
+del keep, a  # (a: the last block, still named)
+print((rss() - before) >> 20)
+"""
+
+
+@pytest.mark.parametrize("mode", ["lean", "keep"])
+def test_lean_allocator_gives_freed_blocks_back(mode):
+    """lean: resident memory follows the live tensors (all freed: back near the start);
+    keep: the freed blocks stay resident for reuse (what the fault test above relies on)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc malloc settings are Linux-only")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "SPIKESEG_MALLOC")}
+    out = subprocess.run([sys.executable, "-c", _RESIDENT, mode], capture_output=True,
+                         text=True, check=True, env=env)
+    held = int(out.stdout.strip())  # MiB still resident after every block was freed
+    if mode == "lean":
+        assert held < 8
+    else:
+        assert held > 100  # about 200 MiB of freed blocks kept
+
+
+def test_allocator_modes_resolve():
+    env = dict(os.environ)
+    try:
+        os.environ.pop("SPIKESEG_MALLOC", None)
+        assert runtime.resolve_allocator("auto", 0) == "keep"
+        assert runtime.resolve_allocator("auto", 4) == "lean"
+        assert runtime.resolve_allocator("keep", 4) == "keep"
+        os.environ["SPIKESEG_MALLOC"] = "lean"
+        assert runtime.resolve_allocator("keep", 0) == "lean"
+        os.environ["SPIKESEG_MALLOC"] = "fast"
+        with pytest.raises(SpikesegError, match="SPIKESEG_MALLOC must be one of"):
+            runtime.resolve_allocator("auto")
+        from spikeseg.cli import main
+
+        assert main(["--help"]) == 2  # refused before anything runs, in one line
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    with pytest.raises(SpikesegError, match="train.allocator"):
+        runtime.resolve_allocator("fast")

@@ -771,7 +771,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     Exit status: 0 done; 2 a problem with the input (one line ``spikeseg: error: ...``);
     1 an unexpected internal error (one line; ``--debug`` shows the traceback); 130 Ctrl-C.
     """
-    configure_allocator()  # reuse freed activation memory instead of refaulting it each step
+    try:  # reuse freed activation memory instead of refaulting it each step (train may change it)
+        configure_allocator()
+    except SpikesegError as e:  # a bad SPIKESEG_MALLOC
+        print(f"spikeseg: error: {e}", file=sys.stderr)
+        return 2
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, or a bad argument (already printed)

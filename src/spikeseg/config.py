@@ -283,6 +283,13 @@ class TrainConfig:
     timestep for backward and recomputes each chunk of K steps when backward reaches it:
     exact gradients in less memory (activations of T/K + K steps instead of T), for about one
     more forward pass. 0 = off."""
+    allocator: str = _opt("auto", one_of("auto", "keep", "lean", "default"))
+    """How glibc malloc treats the large blocks a step frees (Linux; spikeseg.runtime): keep =
+    reuse them from the heap (no page faults, but the heap's fragmentation stays resident);
+    lean = return every block of 1 MiB or more to the OS (resident memory follows the live
+    tensors; they are page-faulted in again every step); default = glibc untouched; auto =
+    lean with checkpoint_steps > 0, keep otherwise. The environment variable SPIKESEG_MALLOC
+    overrides it. It applies to the whole process."""
     bptt: str = _opt("full", one_of("full", "sltt"))
     """Spiking models: full (backpropagation through time, the paper) or sltt (spatial
     learning through time, Meng et al. 2023: the membranes' gradient through time is dropped,

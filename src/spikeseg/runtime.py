@@ -11,11 +11,22 @@
 * **Allocator** (:func:`configure_allocator`): a training step allocates and frees the same
   large activation buffers every step. glibc serves blocks above its mmap threshold (at most
   32 MiB) with fresh ``mmap`` calls and returns them with ``munmap``, so every step
-  page-faults its activations in again (zero-filled by the kernel, one fault per 4 KiB page).
-  Telling glibc to serve all blocks from its heap and never trim it (``M_MMAP_MAX = 0``,
-  ``M_TRIM_THRESHOLD`` = 64 GiB through ``mallopt``; the same as
-  ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736``) lets
-  the freed pages be reused: :func:`minor_faults` counts the difference.
+  page-faults its activations in again (zero-filled by the kernel, one fault per 4 KiB page);
+  below the threshold, blocks come from its heap, which fragments. Two settings, chosen by
+  ``train.allocator`` (``SPIKESEG_MALLOC`` overrides it):
+
+  - ``keep`` (the CLI's default): serve all blocks from the heap and never trim it
+    (``M_MMAP_MAX = 0``, ``M_TRIM_THRESHOLD`` = 64 GiB through ``mallopt``; the same as
+    ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736``):
+    freed pages are reused, so a step page-faults almost nothing (:func:`minor_faults`
+    counts it), but the heap's fragmentation stays resident: at the paper's setting with
+    time-chunk checkpointing the process holds about twice its live tensors (measured in
+    docs/benchmarks.md).
+  - ``lean``: every block of 1 MiB or more is mapped on its own and unmapped when freed
+    (``M_MMAP_THRESHOLD`` fixed at 1 MiB, which also stops glibc from raising it): resident
+    memory follows the live tensors, at the price of refaulting them every step. ``auto``
+    picks it when checkpointing is on (the user asked for memory), ``keep`` otherwise.
+  - ``default``: glibc as it is.
 """
 
 from __future__ import annotations
@@ -38,8 +49,11 @@ if TYPE_CHECKING:  # torch is imported where it is used: the CLI calls this befo
 
 __all__ = [
     "PRECISIONS", "cpu_flags", "native_bf16", "check_precision", "autocast", "autocast_dtype",
-    "configure_allocator", "minor_faults",
+    "ALLOCATOR_MODES", "configure_allocator", "resolve_allocator", "minor_faults",
 ]
+
+ALLOCATOR_MODES = ("auto", "keep", "lean", "default")
+"""``train.allocator`` values (see the module docstring)."""
 
 PRECISIONS = ("fp32", "fp64", "bf16", "fp16")
 """``train.precision`` values: full float32 / float64, or mixed bfloat16 / float16."""
@@ -116,17 +130,41 @@ def autocast(precision: str, device: torch.device) -> Iterator[None]:
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 _TRIM_THRESHOLD = 64 << 30  # 64 GiB: never give the heap back to the OS
+_LEAN_MMAP_THRESHOLD = 1 << 20  # 1 MiB: every activation-sized block is mapped on its own
+_GLIBC_MMAP_MAX = 65536  # glibc's defaults, restored by "lean"
+_GLIBC_TRIM_THRESHOLD = 128 << 10
 
 
-def configure_allocator() -> bool:
-    """Make glibc malloc keep and reuse freed memory instead of unmapping it (see the module
-    docstring). Returns True when applied (Linux with glibc), False elsewhere. Safe to call
-    more than once; ``SPIKESEG_MALLOC=default`` leaves the allocator alone."""
-    if os.environ.get("SPIKESEG_MALLOC", "").lower() == "default":
-        return False
-    if not sys.platform.startswith("linux"):
+def resolve_allocator(mode: str, checkpoint_steps: int = 0) -> str:
+    """The setting :func:`configure_allocator` applies for ``train.allocator = mode``:
+    ``SPIKESEG_MALLOC`` if set, else ``mode``, with ``auto`` = ``lean`` when time-chunk
+    checkpointing is on (``checkpoint_steps > 0``) and ``keep`` otherwise."""
+    env = os.environ.get("SPIKESEG_MALLOC", "").strip().lower()
+    if env:
+        if env not in ALLOCATOR_MODES:
+            raise SpikesegError(f"SPIKESEG_MALLOC must be one of {', '.join(ALLOCATOR_MODES)}, "
+                                f"got {env!r}")
+        mode = env
+    if mode not in ALLOCATOR_MODES:
+        raise SpikesegError(f"train.allocator must be one of {', '.join(ALLOCATOR_MODES)}, "
+                            f"got {mode!r}")
+    if mode == "auto":
+        return "lean" if checkpoint_steps > 0 else "keep"
+    return mode
+
+
+def configure_allocator(mode: str = "keep", checkpoint_steps: int = 0) -> bool:
+    """Apply a glibc malloc setting (see the module docstring): ``keep`` reuses freed memory
+    instead of refaulting it, ``lean`` returns every large block to the OS when freed,
+    ``default`` leaves glibc alone, ``auto`` is ``lean`` with checkpointing and ``keep``
+    without (:func:`resolve_allocator`; ``SPIKESEG_MALLOC`` overrides ``mode``). Returns
+    True when a setting was applied (Linux with glibc), False otherwise. Safe to call more
+    than once and to switch between settings: it applies to the blocks allocated after it."""
+    mode = resolve_allocator(mode, checkpoint_steps)
+    if mode == "default" or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -135,6 +173,13 @@ def configure_allocator() -> bool:
         return False  # not glibc (e.g. musl)
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
+    if mode == "lean":
+        ok = mallopt(_M_MMAP_THRESHOLD, _LEAN_MMAP_THRESHOLD) == 1
+        ok = mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX) == 1 and ok
+        ok = mallopt(_M_TRIM_THRESHOLD, _GLIBC_TRIM_THRESHOLD) == 1 and ok
+        with contextlib.suppress(AttributeError):
+            libc.malloc_trim(0)  # give back what an earlier "keep" kept
+        return ok
     ok = mallopt(_M_MMAP_MAX, 0) == 1
     # The threshold is an int in mallopt: the largest value it takes (2 GiB - 1) already
     # keeps every freed block of a training step; GLIBC_TUNABLES can set 64 GiB.

@@ -61,7 +61,7 @@ from ..models.base import Execution
 from ..neurons import get_surrogate, list_surrogates, surrogate_parameters
 from ..norm import synchronise_norms
 from ..progress import progress as progress_bar
-from ..runtime import autocast, check_precision
+from ..runtime import autocast, check_precision, configure_allocator
 from .checkpoint import load_state, non_finite_entries, save_checkpoint
 from .distributed import (
     ShardSampler,
@@ -90,6 +90,7 @@ SAFE_ON_RESUME = frozenset({
     "train.epochs", "train.lr", "train.lr_milestones", "train.lr_gamma", "train.eval_every",
     "train.eval_timesteps", "train.max_val_batches", "train.report", "train.threads",
     "train.device", "train.out_dir", "data.num_workers", "data.root", "train.checkpoint_steps",
+    "train.allocator",
 })
 """Settings a resume may change: they are applied from the resumed epoch on and recorded."""
 
@@ -289,6 +290,7 @@ def train(cfg: Config, *, resume: bool = False, progress: bool = True, log=print
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
+    configure_allocator(t.allocator, t.checkpoint_steps)
     info_d, device = init_distributed(resolve_device(t.device))
     if not info_d.is_main:
         log, progress = (lambda *_a, **_k: None), False

@@ -48,7 +48,7 @@ from torch import Tensor
 from ..neurons import IF, LIF, Surrogate
 from ..norm import BNTT
 
-__all__ = ["bntt_lif", "bntt_lif_reference", "fusable", "BNTTLIFSpec"]
+__all__ = ["bntt_lif", "bntt_lif_reference", "check_block_call", "fusable", "BNTTLIFSpec"]
 
 _aten = torch.ops.aten
 
@@ -208,6 +208,18 @@ def _reset_factor(u: Tensor, spec: BNTTLIFSpec) -> Tensor | None:
     return 1.0 - spec.threshold * spec.surrogate.grad(u, spec.threshold)
 
 
+def check_block_call(x: Tensor, norm: BNTT, t0: int, steps: int) -> None:
+    """The checks every BNTT + LIF kernel makes of its call: ``x`` folds ``steps`` timesteps,
+    and a training call stays within the timesteps BNTT has statistics for."""
+    if x.shape[0] % steps:
+        raise ValueError(f"{x.shape[0]} samples do not fold {steps} timesteps")
+    if norm.training and t0 + steps > norm.timesteps:
+        raise RuntimeError(
+            f"BNTT built for {norm.timesteps} timesteps cannot train at timestep "
+            f"{t0 + steps - 1}; build the model with more timesteps"
+        )
+
+
 def bntt_lif(
     x: Tensor,
     mem: Tensor | None,
@@ -234,14 +246,8 @@ def bntt_lif(
     Returns:
         ``(spikes [steps·B, C, H, W] in float32 (float64 for fp64 inputs), m[t0+steps-1])``.
     """
-    if x.shape[0] % steps:
-        raise ValueError(f"{x.shape[0]} samples do not fold {steps} timesteps")
+    check_block_call(x, norm, t0, steps)
     training = norm.training
-    if training and t0 + steps > norm.timesteps:
-        raise RuntimeError(
-            f"BNTT built for {norm.timesteps} timesteps cannot train at timestep "
-            f"{t0 + steps - 1}; build the model with more timesteps"
-        )
     spec = BNTTLIFSpec(
         t0=t0, steps=steps, training=training, momentum=norm.momentum, eps=norm.eps,
         leak=neuron.leak, threshold=neuron.threshold, hard=neuron.reset == "hard",

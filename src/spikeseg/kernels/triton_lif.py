@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from ..neurons import Exponential, FastSigmoid, PassThrough, PiecewiseLinear, Surrogate
+from .fused import check_block_call
 
 __all__ = ["triton_available", "supports", "lif_multistep", "bntt_lif_triton"]
 
@@ -247,13 +248,7 @@ def bntt_lif_triton(
     variance, momentum), folded into the affine map ``a, b`` of :func:`lif_multistep`.
     """
     n = steps
-    if x.shape[0] % n:
-        raise ValueError(f"{x.shape[0]} samples do not fold {n} timesteps")
-    if norm.training and t0 + n > norm.timesteps:
-        raise RuntimeError(
-            f"BNTT built for {norm.timesteps} timesteps cannot train at timestep "
-            f"{t0 + n - 1}; build the model with more timesteps"
-        )
+    check_block_call(x, norm, t0, n)
     xs = x.unflatten(0, (n, x.shape[0] // n))  # a view, NCHW or channels-last alike
     C = x.shape[1]
     dims = (1,) + tuple(range(3, xs.dim()))
