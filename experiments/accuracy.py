@@ -94,6 +94,9 @@ SUITES = {
             # more activity from sparse frames (a lower threshold).
             ("leak", "+ faster leak (λ 0.9)", ["model.leak=0.9"]),
             ("thr-half", "+ lower threshold (θ 0.5)", ["model.threshold=0.5"]),
+            ("lr-low", "+ learning rate 1e-3 (paper 3e-3)", ["train.lr=0.001"]),
+            # Not the equal budget of the other rows: is the paper recipe still learning?
+            ("long", "paper recipe, 32 epochs (twice the budget)", ["train.epochs=32"]),
             ("all-T8", "tdBN + PLIF + TET + augmentation, T=8",
              ["model.norm=tdbn", "model.neuron=plif", "train.loss=tet",
               "data.augment={flip: true, shift: 2}"]),
