@@ -90,7 +90,7 @@ def measure(args: argparse.Namespace) -> dict:
 
     from spikeseg import models
     from spikeseg.models.base import Execution
-    from spikeseg.runtime import configure_allocator, resolve_allocator
+    from spikeseg.runtime import configure_allocator, minor_faults, resolve_allocator
 
     mode = resolve_allocator(args.allocator, args.checkpoint_steps)
     configure_allocator(mode)
@@ -122,12 +122,12 @@ def measure(args: argparse.Namespace) -> dict:
     shim.probe_reset()
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     step()
-    t0 = time.perf_counter()
+    f0, t0 = minor_faults(), time.perf_counter()
     step()
-    seconds = time.perf_counter() - t0
+    seconds, faults = time.perf_counter() - t0, minor_faults() - f0
     return {"timesteps": args.timesteps, "batch": args.batch, "size": args.size,
             "width": args.width, "checkpoint_steps": args.checkpoint_steps, "allocator": mode,
-            "step_s": seconds, "live_peak_bytes": shim.probe_peak() - live0,
+            "step_s": seconds, "faults": faults, "live_peak_bytes": shim.probe_peak() - live0,
             "resident_peak_bytes": _status_bytes("VmHWM") - rss0}
 
 
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         G = 2**30
         print(f"T {r['timesteps']}, B {r['batch']}, {r['size']}², width {r['width']}, "
               f"checkpointing K = {r['checkpoint_steps']}, allocator {r['allocator']}: "
-              f"step {r['step_s']:.2f} s, live peak {r['live_peak_bytes'] / G:.2f} GiB, "
+              f"step {r['step_s']:.2f} s ({r['faults']} minor faults), live peak {r['live_peak_bytes'] / G:.2f} GiB, "
               f"resident peak {r['resident_peak_bytes'] / G:.2f} GiB (above model and batch)")
     return 0
 
