@@ -95,6 +95,10 @@ SUITES = {
             ("leak", "+ faster leak (λ 0.9)", ["model.leak=0.9"]),
             ("thr-half", "+ lower threshold (θ 0.5)", ["model.threshold=0.5"]),
             ("lr-low", "+ learning rate 1e-3 (paper 3e-3)", ["train.lr=0.001"]),
+            # The same 16 epochs, the LR drop later (the 32-epoch row gained from it).
+            ("lr-late", "+ LR drop at 75% of the epochs (paper 50%)", ["train.lr_milestones=[0.75]"]),
+            ("lr-later", "+ LR drop at 88% of the epochs (paper 50%)",
+             ["train.lr_milestones=[0.875]"]),
             # Not the equal budget of the other rows: is the paper recipe still learning?
             ("long", "paper recipe, 32 epochs (twice the budget)", ["train.epochs=32"]),
             ("all-T8", "tdBN + PLIF + TET + augmentation, T=8",
