@@ -77,20 +77,15 @@ void probe_reset(void) { atomic_store(&peak, atomic_load(&cur)); }
 """
 
 
-def _status_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) << 10
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def measure(args: argparse.Namespace) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from spikeseg import models
-    from spikeseg.models.base import Execution
     from spikeseg.runtime import configure_allocator, minor_faults, resolve_allocator
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import PeakMemory
+    from bench_train_step import build_model, make_batch
 
     mode = resolve_allocator(args.allocator, args.checkpoint_steps)
     configure_allocator(mode)
@@ -98,15 +93,14 @@ def measure(args: argparse.Namespace) -> dict:
     shim = ctypes.CDLL(None)
     for f in ("probe_current", "probe_peak"):
         getattr(shim, f).restype = ctypes.c_long
-    torch.manual_seed(0)
-    model = models.create("spiking_deeplab", 21, timesteps=args.timesteps, width=args.width,
-                          step_mode="step").to(memory_format=torch.channels_last).train()
-    model.execution = Execution(checkpoint_steps=args.checkpoint_steps)
+    # The network and batch of bench_train_step.py's spikeseg-step / spikeseg-ckpt rows.
+    cfg = {"seed": 0, "classes": 21, "timesteps": args.timesteps, "batch": args.batch,
+           "size": args.size, "width": args.width, "checkpoint_steps": args.checkpoint_steps}
+    impl = "spikeseg-ckpt" if args.checkpoint_steps else "spikeseg-step"
+    cpu = torch.device("cpu")
+    model = build_model(impl, cfg).to(memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    g = torch.Generator().manual_seed(1)
-    x = (torch.rand(args.timesteps, args.batch, 3, args.size, args.size, generator=g)
-         < 0.5).float()
-    y = torch.randint(0, 21, (args.batch, args.size, args.size), generator=g)
+    x, y = make_batch(cfg, cpu)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -118,9 +112,10 @@ def measure(args: argparse.Namespace) -> dict:
     # there) and a timed step.
     F.cross_entropy(model(x[:2, :1]), y[:1]).backward()
     opt.zero_grad(set_to_none=True)
-    live0, rss0 = shim.probe_current(), _status_bytes("VmRSS")
+    live0 = shim.probe_current()
     shim.probe_reset()
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    resident = PeakMemory(cpu)
+    resident.start()
     step()
     f0, t0 = minor_faults(), time.perf_counter()
     step()
@@ -128,7 +123,7 @@ def measure(args: argparse.Namespace) -> dict:
     return {"timesteps": args.timesteps, "batch": args.batch, "size": args.size,
             "width": args.width, "checkpoint_steps": args.checkpoint_steps, "allocator": mode,
             "step_s": seconds, "faults": faults, "live_peak_bytes": shim.probe_peak() - live0,
-            "resident_peak_bytes": _status_bytes("VmHWM") - rss0}
+            "resident_peak_bytes": resident.peak(), "resident_method": resident.method}
 
 
 def main(argv=None) -> int:
