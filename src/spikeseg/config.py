@@ -28,6 +28,7 @@ import yaml
 
 from .errors import SpikesegError
 from .io import atomic_write_text
+from .runtime import ALLOCATOR_MODES, PRECISIONS
 
 __all__ = ["ModelConfig", "DataConfig", "TrainConfig", "Config", "load_config", "apply_overrides"]
 
@@ -271,7 +272,7 @@ class TrainConfig:
     """TET's regulariser weight λ: loss = (1 − λ)·TET + λ·MSE(step logits, tet_means)."""
     tet_means: float = _opt(1.0, lambda v: None if _finite(v) else "a finite number")
     """The constant φ TET's regulariser pulls the step logits towards."""
-    precision: str = _opt("fp32", one_of("fp32", "fp64", "bf16", "fp16"))
+    precision: str = _opt("fp32", one_of(*PRECISIONS))
     """Arithmetic of weights and activations: fp32; fp64 for numerical checks (e.g. that N
     processes train exactly like one: in fp32 a membrane within rounding error of the
     threshold can fire in one run and not in the other); bf16 / fp16: mixed precision, the
@@ -283,7 +284,7 @@ class TrainConfig:
     timestep for backward and recomputes each chunk of K steps when backward reaches it:
     exact gradients in less memory (activations of T/K + K steps instead of T), for about one
     more forward pass. 0 = off."""
-    allocator: str = _opt("auto", one_of("auto", "keep", "lean", "default"))
+    allocator: str = _opt("auto", one_of(*ALLOCATOR_MODES))
     """How glibc malloc treats the large blocks a step frees (Linux; spikeseg.runtime): keep =
     reuse them from the heap (no page faults, but the heap's fragmentation stays resident);
     lean = return every block of 1 MiB or more to the OS (resident memory follows the live
