@@ -199,7 +199,10 @@ def read_original(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise SpikesegError(f"original checkpoint {path} not found")
     try:
-        with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
+        if hasattr(torch.serialization, "safe_globals"):
+            with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        else:  # pragma: no cover - torch < 2.5
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         try:
