@@ -38,6 +38,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 # Events: no option alone beat the paper recipe; MODERN_EVENTS is the composition of the
 # options the literature recommends for event data, kept as the "all-T8" row (it lost too).
 MODERN_STATIC = ["model.encoding=direct", "model.neuron=plif", "model.learnable_per=channel"]
+# The event recipe of configs/modern/builtin_events.yaml: the paper's, the LR drop at 88%.
+LATE_DROP = ["train.lr_milestones=[0.875]"]
 MODERN_EVENTS = ["model.norm=tdbn", "model.neuron=plif", "train.loss=tet",
                  "data.augment={flip: true, shift: 2}"]
 
@@ -99,6 +101,15 @@ SUITES = {
             ("lr-late", "+ LR drop at 75% of the epochs (paper 50%)", ["train.lr_milestones=[0.75]"]),
             ("lr-later", "+ LR drop at 88% of the epochs (paper 50%)",
              ["train.lr_milestones=[0.875]"]),
+            # On top of the late drop (configs/modern/builtin_events.yaml), same epochs and
+            # images: twice the optimiser steps (batch 8), no L2 penalty, and zero-input steps
+            # after the 8 frames so that what the last frames started reaches the output.
+            ("late-bs8", "LR drop at 88% + batch 8 (twice the steps)",
+             LATE_DROP + ["train.batch_size=8"]),
+            ("late-wd0", "LR drop at 88% + no weight decay (paper 5e-4)",
+             LATE_DROP + ["train.weight_decay=0"]),
+            ("late-prop4", "LR drop at 88% + 4 propagation steps",
+             LATE_DROP + ["model.propagation_steps=4"]),
             # Not the equal budget of the other rows: is the paper recipe still learning?
             ("long", "paper recipe, 32 epochs (twice the budget)", ["train.epochs=32"]),
             ("all-T8", "tdBN + PLIF + TET + augmentation, T=8",

@@ -158,19 +158,20 @@ if sys.argv[1] == "on":
     assert runtime.configure_allocator()
 torch.set_num_threads(1)
 counts = []
-for i in range(6):   # a 'step': activations above glibc's 32 MiB mmap ceiling, then freed
+for i in range(10):   # a 'step': activations above glibc's 32 MiB mmap ceiling, then freed
     before = runtime.minor_faults()
     xs = [torch.ones(n << 20 >> 2) for n in (48, 40, 64, 8)]
     del xs
     counts.append(runtime.minor_faults() - before)
-print(sum(counts[2:]))
+print(sorted(counts[2:])[4])   # the median step after warm-up
 """
 
 
 def test_allocator_setting_stops_refaulting_freed_memory():
     """Buffers of 40-64 MiB allocated and freed every 'step': without the setting glibc maps
     them afresh each time (~40k minor faults a step); with it, freed heap memory is reused
-    (fragmentation still costs a fresh block now and then)."""
+    (fragmentation, or a loaded machine, still costs a fresh block now and then: the median
+    step is compared)."""
     def faults(mode):
         env = {k: v for k, v in os.environ.items()
                if k not in ("GLIBC_TUNABLES", "SPIKESEG_MALLOC")}
@@ -181,7 +182,7 @@ def test_allocator_setting_stops_refaulting_freed_memory():
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc malloc settings are Linux-only")
     off, on = faults("off"), faults("on")
-    assert off > 4 * 40960 * 0.9  # four steps, each faulting 160 MiB of 4 KiB pages in
+    assert off > 40960 * 0.9  # a step faults 160 MiB of 4 KiB pages in
     assert on < off / 3
 
 
