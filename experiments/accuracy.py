@@ -74,6 +74,12 @@ SUITES = {
              MODERN_STATIC + ["model.learn_threshold=true", "model.timesteps=4"]),
             ("modern-res-T4", "modern recipe, residual backbone, T=4",
              MODERN_STATIC + ["model.name=spiking_deeplab_res", "model.timesteps=4"]),
+            # The schedule (the event set's one win) and the number of optimiser steps, at the
+            # same 8 epochs and images.
+            ("modern-late-T4", "modern recipe + LR drop at 88%, T=4",
+             MODERN_STATIC + ["model.timesteps=4", "train.lr_milestones=[0.875]"]),
+            ("modern-bs8-T4", "modern recipe + batch 8 (twice the steps), T=4",
+             MODERN_STATIC + ["model.timesteps=4", "train.batch_size=8"]),
         ],
     },
     "events": {
