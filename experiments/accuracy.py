@@ -80,6 +80,8 @@ SUITES = {
              MODERN_STATIC + ["model.timesteps=4", "train.lr_milestones=[0.875]"]),
             ("modern-bs8-T4", "modern recipe + batch 8 (twice the steps), T=4",
              MODERN_STATIC + ["model.timesteps=4", "train.batch_size=8"]),
+            ("modern-adam-T4", "modern recipe + Adam without AMSGrad, T=4",
+             MODERN_STATIC + ["model.timesteps=4", "train.amsgrad=false"]),
         ],
     },
     "events": {
@@ -116,6 +118,12 @@ SUITES = {
              LATE_DROP + ["train.weight_decay=0"]),
             ("late-prop4", "LR drop at 88% + 4 propagation steps",
              LATE_DROP + ["model.propagation_steps=4"]),
+            # The optimiser: AMSGrad (the paper's code) keeps the largest second moment seen,
+            # so steps shrink for good once early gradients were large; plain Adam does not.
+            ("late-adam", "LR drop at 88% + Adam without AMSGrad",
+             LATE_DROP + ["train.amsgrad=false"]),
+            ("late-lr1e-2", "LR drop at 88% + learning rate 1e-2",
+             LATE_DROP + ["train.lr=0.01"]),
             # Not the equal budget of the other rows: is the paper recipe still learning?
             ("long", "paper recipe, 32 epochs (twice the budget)", ["train.epochs=32"]),
             ("all-T8", "tdBN + PLIF + TET + augmentation, T=8",
