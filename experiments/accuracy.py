@@ -124,6 +124,14 @@ SUITES = {
              LATE_DROP + ["train.amsgrad=false"]),
             ("late-lr1e-2", "LR drop at 88% + learning rate 1e-2",
              LATE_DROP + ["train.lr=0.01"]),
+            # The readout: the label is at the end of the window, and a trained network's
+            # last steps segment best (their logits alone beat the average over all steps),
+            # so a leaky output accumulator that weighs them most.
+            ("readout", "+ leaky readout (λ_o 0.8)", ["model.readout_leak=0.8"]),
+            ("late-readout", "LR drop at 88% + leaky readout (λ_o 0.8)",
+             LATE_DROP + ["model.readout_leak=0.8"]),
+            ("late-prop4-readout", "LR drop at 88% + 4 propagation steps + leaky readout (λ_o 0.8)",
+             LATE_DROP + ["model.propagation_steps=4", "model.readout_leak=0.8"]),
             # Not the equal budget of the other rows: is the paper recipe still learning?
             ("long", "paper recipe, 32 epochs (twice the budget)", ["train.epochs=32"]),
             ("all-T8", "tdBN + PLIF + TET + augmentation, T=8",

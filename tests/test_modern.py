@@ -151,3 +151,63 @@ def test_a_modern_recipe_trains(tmp_path, data_cache):
                          "data.augment={flip: true, scale: [0.75, 1.25], photometric: 0.2}"])
     r = train(cfg, progress=False, log=lambda *_: None)
     assert r.best_epoch == 1 and 0 <= r.best_miou <= 1
+
+
+@pytest.mark.parametrize("name", ["spiking_deeplab", "spiking_fcn"])
+def test_readout_leak_weighs_the_last_steps_in_every_execution_path(name):
+    """A leaky output accumulator: logits = Σ_t λ^{S-1-t} o_t / Z with Z = (T/S) Σ_t λ^t, from
+    the per-step logits o_t; the same in step and fold mode, with time-chunk checkpointing,
+    in the streaming T sweep, and through readout_steps; λ = 1 is the paper's mean."""
+    torch.manual_seed(0)
+    lam, T, P = 0.6, 4, 2
+    # Training mode (batch statistics): an untrained network's spikes reach the output.
+    m = models.create(name, 3, timesteps=T, encoding="direct", readout_leak=lam,
+                      propagation_steps=P, step_mode="step", **TINY).train()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        steps = m(x, return_steps=True).double()                 # [T + P, B, K, H, W]
+        assert (steps[-1] - steps[-2]).abs().max() > 1e-3       # the steps differ
+        S = steps.shape[0]
+        w = torch.tensor([lam ** (S - 1 - t) for t in range(S)], dtype=torch.float64)
+        expected = (steps * w.view(-1, 1, 1, 1, 1)).sum(0) / (T / S * w.sum())
+        out = m(x)
+        assert torch.allclose(out.double(), expected, atol=1e-5)
+        assert torch.allclose(m.readout_steps(steps), expected, atol=1e-6)
+        assert torch.allclose(m.forward_checkpoints(x, [T])[T], out, atol=1e-5)
+        m.step_mode = "fold"
+        assert torch.allclose(m(x), out, atol=1e-5)
+        m.step_mode = "step"
+    # The paper's accumulator (λ = 1) is the mean; a leak changes the output.
+    flat = models.create(name, 3, timesteps=T, encoding="direct", propagation_steps=P,
+                         **TINY).train()
+    flat.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(flat(x).double(), steps.sum(0) / T, atol=1e-5)
+        assert not torch.allclose(flat(x), out, atol=1e-3)
+    # Training paths: checkpointing gives the same output and gradients as plain BPTT.
+    grads = []
+    for k in (0, 2):
+        m.zero_grad()
+        m.execution.checkpoint_steps = k
+        torch.manual_seed(1)
+        y = m(x)
+        y.square().sum().backward()
+        grads.append((y.detach(), [p.grad.clone() for p in m.parameters() if p.grad is not None]))
+    (y0, g0), (y1, g1) = grads
+    assert torch.allclose(y0, y1, atol=1e-5)
+    assert len(g0) == len(g1) > 0
+    for a, b in zip(g0, g1, strict=True):  # equal up to summation order
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max() + 1e-12
+
+
+def test_readout_leak_is_checked_and_reaches_the_model():
+    with pytest.raises(ValueError, match="readout_leak"):
+        models.create("spiking_deeplab", 3, readout_leak=0.0, **TINY)
+    with pytest.raises(SpikesegError, match="readout_leak"):
+        load_config(None, ["model.readout_leak=1.5"])
+    from spikeseg.engine.train import build_model
+
+    cfg = load_config(None, ["model.readout_leak=0.8", "model.timesteps=2"])
+    assert build_model(cfg, 3, 3).readout_leak == 0.8
+    ann = load_config(None, ["model.name=deeplab", "model.readout_leak=0.8"])
+    assert build_model(ann, 3, 3).readout_leak == 1.0  # an ANN has no accumulator

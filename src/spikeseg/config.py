@@ -181,6 +181,10 @@ class ModelConfig:
     """Spiking models: learn the firing threshold θ too."""
     learnable_per: str = _opt("layer", one_of("layer", "channel"))
     """Learnable leak and threshold: one per layer or one per channel."""
+    readout_leak: float = _opt(1.0, positive(upper=1.0))
+    """Spiking models: leak of the output accumulator in (0, 1]. 1.0 = the paper's average
+    over all timesteps; below 1 a leaky integrator that weighs the last steps most (event
+    data, whose label is at the end of the window)."""
 
     def model_options(self, spiking: bool) -> dict[str, Any]:
         """Keyword options for :func:`spikeseg.models.create`."""
@@ -193,6 +197,7 @@ class ModelConfig:
                 detach_reset=self.detach_reset, encoding=self.encoding, step_mode=self.step_mode,
                 propagation_steps=self.propagation_steps, neuron=self.neuron,
                 learn_threshold=self.learn_threshold, learnable_per=self.learnable_per,
+                readout_leak=self.readout_leak,
             )
         else:
             opts["activation"] = self.activation

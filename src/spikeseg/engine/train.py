@@ -573,7 +573,7 @@ def _forward_loss(model, x, y, keys, spiking: bool, t, total: float, world: int)
         if t.tet_lambda > 0:
             mse = (steps - t.tet_means).square().sum() / (steps.numel() * world)
             loss = (1.0 - t.tet_lambda) * loss + t.tet_lambda * mse
-        return steps.mean(0), loss
+        return getattr(model, "module", model).readout_steps(steps), loss
     logits = _full(model(x, **kw))  # the loss in float32 under mixed precision
     ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
     return logits, ce / max(total, 1.0)

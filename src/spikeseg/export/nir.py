@@ -293,6 +293,17 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def _accumulator_note(model: nn.Module, what: str) -> str:
+    """How the logits come from ``what`` over time (the spike accumulator, section 4.3)."""
+    lam = float(getattr(model, "readout_leak", 1.0))
+    if lam == 1.0:
+        return (f"the spike accumulator: logits are the average over the T steps of {what} "
+                "(section 4.3; integrate it with NIR I, R = 1/dt, and divide by T)")
+    return (f"the leaky output accumulator (readout_leak = {lam}): logits are "
+            f"sum_t {lam}^(S-1-t) x_t over the S steps of {what}, divided by "
+            f"(T/S)·sum_t {lam}^t (integrate it with NIR LI, 1 - dt/tau = {lam}, r = tau/dt)")
+
+
 def _deeplab_graph(model: DeepLabVGG9, g: _GraphBuilder) -> dict[str, Any]:
     x = "input"
     for prefix, layers in (("features", model.features), ("classifier", model.classifier)):
@@ -311,8 +322,7 @@ def _deeplab_graph(model: DeepLabVGG9, g: _GraphBuilder) -> dict[str, Any]:
         "outputs": {"out": "current of the output 1x1 convolution at each step, "
                            f"[classes, H/4, W/4] = {list(g.shapes['out'])}"},
         "left_out": [
-            "the spike accumulator: logits are the average over the T steps of the output "
-            "current 'out' (section 4.3; integrate it with NIR I, R = 1/dt, and divide by T)",
+            _accumulator_note(model, "the output current 'out'"),
             f"the bilinear upsampling (align_corners=True) of that average to the input size "
             f"{h}x{w}",
         ],
@@ -341,8 +351,8 @@ def _fcn_graph(model: FCNVGG9, g: _GraphBuilder) -> dict[str, Any]:
             "(align_corners=True) to each skip's resolution",
             "the sums u1 = resize(up1(score4)) + score3 and u2 = resize(up2(u1)) + score2, and "
             "their LIF layers up1_act and up2_act (eqs. (2)-(3), as the encoder's)",
-            "the output resize(up3(u2)) + score1, averaged over the T steps (the spike "
-            "accumulator) and resized to the input size",
+            "the output resize(up3(u2)) + score1, resized to the input size; "
+            + _accumulator_note(model, "that output"),
         ],
     }
 

@@ -119,6 +119,12 @@ class SegmentationModel(nn.Module):
             BNTT then keeps statistics for ``T + P`` steps.
         step_mode: ``"step"`` (time outer), ``"fold"`` (time folded into the batch) or
             ``"auto"``: ``"step"`` on CPU, ``"fold"`` on CUDA, as measured in docs/benchmarks.md.
+        readout_leak: spiking models: leak ``λ_o`` in ``(0, 1]`` of the output accumulator.
+            1 (the paper) averages the output layer over all steps; below 1 the accumulator
+            is a leaky integrator, ``acc_t = λ_o·acc_{t−1} + h_t``, so the last steps weigh
+            most: logits ``= Σ_t λ_o^{S−1−t} h_t / Z`` over the ``S = T + P`` steps, with
+            ``Z = (T/S)·Σ_t λ_o^{S−1−t}`` (``= T`` at ``λ_o = 1``), a weighted mean that
+            keeps the logits' scale.
     """
 
     def __init__(
@@ -131,6 +137,7 @@ class SegmentationModel(nn.Module):
         step_mode: str = "auto",
         input_mean: list[float] | None = None,
         propagation_steps: int = 0,
+        readout_leak: float = 1.0,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -165,6 +172,9 @@ class SegmentationModel(nn.Module):
                 or propagation_steps < 0:
             raise ValueError(f"propagation_steps must be an int >= 0, got {propagation_steps!r}")
         self.propagation_steps = int(propagation_steps) if spiking else 0
+        if isinstance(readout_leak, bool) or not 0.0 < float(readout_leak) <= 1.0:
+            raise ValueError(f"readout_leak must be in (0, 1], got {readout_leak!r}")
+        self.readout_leak = float(readout_leak) if spiking else 1.0
         self.encoder = build_encoder(encoding, mean=input_mean)
         self.execution = Execution()
         """How training steps are computed: fused kernels, checkpointing, SLTT (see
@@ -272,8 +282,9 @@ class SegmentationModel(nn.Module):
                 ``generator``).
             return_steps: spiking models: return the output layer's logits at every step,
                 ``[T + P, B, num_classes, H, W]`` (``o_t = head(f_t)``, for per-timestep
-                losses such as TET); their sum divided by T is the usual output. An ANN
-                returns ``[1, B, ...]``.
+                losses such as TET); :meth:`readout_steps` turns them into the usual output
+                (their sum divided by T, weighted by ``readout_leak`` below 1). An ANN returns
+                ``[1, B, ...]``.
         """
         self._check_input(x)
         size = (x.shape[-2], x.shape[-1])
@@ -320,7 +331,8 @@ class SegmentationModel(nn.Module):
                 feats = self.body(seq, ctx)
                 if return_steps:  # the head is linear: one call on the folded steps
                     return self._accumulated_head(feats, size, 1).unflatten(0, (T + P, -1))
-                total = tuple(f.unflatten(0, (T + P, -1)).sum(0) / T for f in feats)
+                z = self._readout_norm(T, T + P)
+                total = tuple(self._leaky_sum(f.unflatten(0, (T + P, -1))) / z for f in feats)
                 return self._accumulated_head(total, size, T)
 
             ctx = TimeContext("step", T + P, fused=ex.fused, kernel=ex.kernel, spikes=spikes)
@@ -332,12 +344,12 @@ class SegmentationModel(nn.Module):
                 if return_steps:
                     steps.append(self._accumulated_head(feats, size, 1))
                     continue
-                acc = list(feats) if acc is None else \
-                    [a + f for a, f in zip(acc, feats, strict=True)]
+                acc = self._accumulate(acc, feats)
             if return_steps:
                 return torch.stack(steps)
             assert acc is not None
-            return self._accumulated_head(tuple(a / T for a in acc), size, T)
+            z = self._readout_norm(T, T + P)
+            return self._accumulated_head(tuple(a / z for a in acc), size, T)
 
     # -- time chunks: checkpointing and SLTT --------------------------------------------------
     def _sltt_steps(self, S: int) -> set[int] | None:
@@ -392,11 +404,12 @@ class SegmentationModel(nn.Module):
             if return_steps:
                 steps.append(out[0])
             else:
-                acc = list(out) if acc is None else [a + o for a, o in zip(acc, out, strict=True)]
+                acc = self._accumulate(acc, out, self.readout_leak ** n)
         if return_steps:
             return torch.cat(steps)
         assert acc is not None
-        return self._accumulated_head(tuple(a / T for a in acc), size, T)
+        z = self._readout_norm(T, S)
+        return self._accumulated_head(tuple(a / z for a in acc), size, T)
 
     def _segment(self, frames: list[Tensor], t0: int, S: int, states: dict[int, Tensor],
                  mode: str, size: tuple[int, int], return_steps: bool, temporal: bool,
@@ -414,7 +427,7 @@ class SegmentationModel(nn.Module):
             if return_steps:
                 return (self._accumulated_head(feats, size, 1).unflatten(0, (n, -1)),), \
                     ctx.states
-            return tuple(f.unflatten(0, (n, -1)).sum(0) for f in feats), ctx.states
+            return tuple(self._leaky_sum(f.unflatten(0, (n, -1))) for f in feats), ctx.states
         ctx = TimeContext("step", S, states=dict(states), fused=ex.fused, kernel=ex.kernel,
                           update_stats=update_stats, temporal_grad=temporal, spikes=spikes)
         acc: list[Tensor] | None = None
@@ -425,8 +438,7 @@ class SegmentationModel(nn.Module):
             if return_steps:
                 steps.append(self._accumulated_head(feats, size, 1))
             else:
-                acc = list(feats) if acc is None else \
-                    [a + f for a, f in zip(acc, feats, strict=True)]
+                acc = self._accumulate(acc, feats)
         if return_steps:
             return (torch.stack(steps),), ctx.states
         assert acc is not None
@@ -509,12 +521,13 @@ class SegmentationModel(nn.Module):
         for t, frame in enumerate(frames):
             ctx.t = t
             feats = self.body(frame, ctx)
-            acc = list(feats) if acc is None else [a + f for a, f in zip(acc, feats, strict=True)]
+            acc = self._accumulate(acc, feats)
             if t + 1 in marks:
                 total = acc
                 if P:
                     total = self._propagate(ctx, frame, acc, P)
-                out[t + 1] = self._accumulated_head(tuple(a / (t + 1) for a in total), size, t + 1)
+                z = self._readout_norm(t + 1, t + 1 + P)
+                out[t + 1] = self._accumulated_head(tuple(a / z for a in total), size, t + 1)
             if t + 1 == marks[-1]:
                 break
         return out
@@ -527,8 +540,47 @@ class SegmentationModel(nn.Module):
         total = list(acc)
         for k in range(1, n + 1):
             side.t = ctx.t + k
-            total = [a + f for a, f in zip(total, self.body(zero, side), strict=True)]
+            total = self._accumulate(total, self.body(zero, side))
         return total
+
+    # -- the output accumulator ---------------------------------------------------------------
+    def _accumulate(self, acc: list[Tensor] | None, feats: tuple[Tensor, ...] | list[Tensor],
+                    decay: float | None = None) -> list[Tensor]:
+        """The output accumulator after one more step (or segment): ``acc·decay + feats``,
+        ``decay`` defaulting to ``readout_leak`` (1: a plain sum, the paper)."""
+        if acc is None:
+            return list(feats)
+        d = self.readout_leak if decay is None else decay
+        if d == 1.0:
+            return [a + f for a, f in zip(acc, feats, strict=True)]
+        return [a * d + f for a, f in zip(acc, feats, strict=True)]
+
+    def _leaky_sum(self, steps: Tensor) -> Tensor:
+        """``Σ_i λ_o^{n−1−i} steps[i]`` over the first dimension (a plain sum at ``λ_o = 1``)."""
+        if self.readout_leak == 1.0:
+            return steps.sum(0)
+        n = steps.shape[0]
+        w = self.readout_leak ** torch.arange(n - 1, -1, -1, device=steps.device,
+                                              dtype=torch.float64)
+        return (steps * w.to(steps.dtype).view(-1, *([1] * (steps.dim() - 1)))).sum(0)
+
+    def readout_steps(self, steps: Tensor) -> Tensor:
+        """The model's output from its per-step logits ``[T + P, B, ...]`` (those of
+        ``forward(..., return_steps=True)``): their sum over steps divided by T, weighted by
+        the readout leak when it is below 1, i.e. what ``forward`` returns."""
+        S = steps.shape[0]
+        T = S - self.propagation_steps
+        if T < 1:
+            raise ValueError(f"{S} steps given for a model with {self.propagation_steps} "
+                             "propagation steps")
+        return self._leaky_sum(steps) / self._readout_norm(T, S)
+
+    def _readout_norm(self, T: int, S: int) -> float:
+        """The divisor ``Z`` of the accumulated output over ``S`` steps of which ``T`` carry
+        input: ``T`` at ``readout_leak = 1`` (the paper), ``(T/S)·Σ_t λ_o^t`` below."""
+        if self.readout_leak == 1.0:
+            return T
+        return T / S * sum(self.readout_leak ** k for k in range(S))
 
     def network_input(self, x: Tensor) -> Tensor:
         """What the network (or its encoder) reads of an input: static images minus
@@ -552,6 +604,8 @@ class SegmentationModel(nn.Module):
         s = f"num_classes={self.num_classes}, in_channels={self.in_channels}"
         if self.spiking:
             s += f", timesteps={self.timesteps}, encoding={self.encoding!r}"
+            if self.readout_leak != 1.0:
+                s += f", readout_leak={self.readout_leak}"
         return s
 
     def bntt_modules(self) -> list[BNTT]:

@@ -56,9 +56,10 @@ class InjectedModel(SegmentationModel):
         step_mode: str = "auto",
         input_mean: list[float] | None = None,
         propagation_steps: int = 0,
+        readout_leak: float = 1.0,
     ) -> None:
         super().__init__(num_classes, in_channels, spiking, timesteps, encoding, step_mode,
-                         input_mean, propagation_steps)
+                         input_mean, propagation_steps, readout_leak)
         norm = norm or ("bntt" if spiking else "bn")
         valid = NORMS if spiking else ("bn", "none")
         if norm not in valid:

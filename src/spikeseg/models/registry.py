@@ -23,7 +23,8 @@ __all__ = [
 _NOT_OPTIONS = {"self", "args", "kwargs", "num_classes", "in_channels", "spiking"}
 SNN_ONLY_OPTIONS = frozenset(
     {"leak", "threshold", "reset", "surrogate", "surrogate_options", "detach_reset",
-     "encoding", "step_mode", "propagation_steps", "neuron", "learn_threshold", "learnable_per"}
+     "encoding", "step_mode", "propagation_steps", "neuron", "learn_threshold", "learnable_per",
+     "readout_leak"}
 )
 """Options that only spiking models take (neuron and input-coding settings)."""
 ANN_ONLY_OPTIONS = frozenset({"activation"})
