@@ -82,6 +82,8 @@ SUITES = {
              MODERN_STATIC + ["model.timesteps=4", "train.batch_size=8"]),
             ("modern-adam-T4", "modern recipe + Adam without AMSGrad, T=4",
              MODERN_STATIC + ["model.timesteps=4", "train.amsgrad=false"]),
+            ("modern-readout-T4", "modern recipe + leaky readout (λ_o 0.7), T=4",
+             MODERN_STATIC + ["model.timesteps=4", "model.readout_leak=0.7"]),
         ],
     },
     "events": {
