@@ -134,6 +134,11 @@ SUITES = {
              LATE_DROP + ["model.readout_leak=0.8"]),
             ("late-prop4-readout", "LR drop at 88% + 4 propagation steps + leaky readout (λ_o 0.8)",
              LATE_DROP + ["model.propagation_steps=4", "model.readout_leak=0.8"]),
+            ("late-readout-0.5", "LR drop at 88% + leaky readout (λ_o 0.5)",
+             LATE_DROP + ["model.readout_leak=0.5"]),
+            ("late-prop4-readout-0.5",
+             "LR drop at 88% + 4 propagation steps + leaky readout (λ_o 0.5)",
+             LATE_DROP + ["model.propagation_steps=4", "model.readout_leak=0.5"]),
             # Not the equal budget of the other rows: is the paper recipe still learning?
             ("long", "paper recipe, 32 epochs (twice the budget)", ["train.epochs=32"]),
             ("all-T8", "tdBN + PLIF + TET + augmentation, T=8",

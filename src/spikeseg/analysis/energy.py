@@ -215,7 +215,9 @@ class OpCounter:
                 self._active[name] = 0.0
             # Σ|input|: spikes, or after an average pool the pooled values (an IF pool's
             # spikes). The accumulator runs once on the time average: its input stands for
-            # head_timesteps steps of spikes.
+            # head_timesteps steps of spikes. With a leaky readout (readout_leak < 1) that
+            # average is weighted toward the last steps, so the output layer's count is that of
+            # the weighted mean rate (exact when its input fires at the same rate every step).
             scale = getattr(self.model, "head_timesteps", None) or 1
             self._active[name] += float(inp.detach().abs().sum()) * scale
 
