@@ -74,12 +74,6 @@ SUITES = {
              MODERN_STATIC + ["model.learn_threshold=true", "model.timesteps=4"]),
             ("modern-res-T4", "modern recipe, residual backbone, T=4",
              MODERN_STATIC + ["model.name=spiking_deeplab_res", "model.timesteps=4"]),
-            # The schedule (the event set's one win) and the number of optimiser steps, at the
-            # same 8 epochs and images.
-            ("modern-late-T4", "modern recipe + LR drop at 88%, T=4",
-             MODERN_STATIC + ["model.timesteps=4", "train.lr_milestones=[0.875]"]),
-            ("modern-bs8-T4", "modern recipe + batch 8 (twice the steps), T=4",
-             MODERN_STATIC + ["model.timesteps=4", "train.batch_size=8"]),
             ("modern-adam-T4", "modern recipe + Adam without AMSGrad, T=4",
              MODERN_STATIC + ["model.timesteps=4", "train.amsgrad=false"]),
             ("modern-readout-T4", "modern recipe + leaky readout (λ_o 0.7), T=4",
@@ -129,7 +123,6 @@ SUITES = {
             # The readout: the label is at the end of the window, and a trained network's
             # last steps segment best (their logits alone beat the average over all steps),
             # so a leaky output accumulator that weighs them most.
-            ("readout", "+ leaky readout (λ_o 0.8)", ["model.readout_leak=0.8"]),
             ("late-readout", "LR drop at 88% + leaky readout (λ_o 0.8)",
              LATE_DROP + ["model.readout_leak=0.8"]),
             ("late-prop4-readout", "LR drop at 88% + 4 propagation steps + leaky readout (λ_o 0.8)",
