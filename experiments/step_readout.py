@@ -23,34 +23,37 @@ from torch.utils.data import DataLoader
 def step_logits(checkpoint: str, batch_size: int = 50):
     """``(model, per-step logits [S, N, K, H, W], labels [N, H, W])`` on the validation split."""
     from spikeseg.engine.checkpoint import load_checkpoint
-    from spikeseg.engine.evaluate import Indexed, batch_keys, checkpoint_dataset, checkpoint_seed
+    from spikeseg.engine.evaluate import (
+        Indexed,
+        batch_keys,
+        checkpoint_dataset,
+        checkpoint_seed,
+        to_input,
+    )
 
     model, meta = load_checkpoint(checkpoint)
     if not model.spiking:
         raise SystemExit("step_readout: the checkpoint is an ANN (no timesteps)")
     model.eval()
     ds = checkpoint_dataset(meta, model, "val", model.timesteps)
-    seed = checkpoint_seed(meta)
+    seed, cpu = checkpoint_seed(meta), torch.device("cpu")
     steps, labels, start = [], [], 0
-    with torch.no_grad():
+    with torch.no_grad():  # as spikeseg.engine.evaluate.evaluate feeds the model
         for batch in DataLoader(Indexed(ds), batch_size=batch_size):
-            x, y = batch[0], batch[1]
-            if x.dim() == 5:  # [B, T, C, H, W] event frames -> time first
-                out = model(x.transpose(0, 1), return_steps=True)
-            else:
-                out = model(x, return_steps=True,
-                            keys=batch_keys(batch, seed, start, torch.device("cpu")))
-            steps.append(out)
-            labels.append(y)
-            start += y.shape[0]
+            keys = batch_keys(batch, seed, start, cpu)
+            steps.append(model(to_input(batch[0], cpu, False), return_steps=True, keys=keys))
+            labels.append(batch[1])
+            start += batch[1].shape[0]
     return model, torch.cat(steps, 1), torch.cat(labels)
 
 
 def readouts(model, steps: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    from spikeseg.data import IGNORE_INDEX
     from spikeseg.engine.metrics import ConfusionMatrix
+    from spikeseg.models.base import leaky_sum
 
     def miou(logits: torch.Tensor) -> float:
-        cm = ConfusionMatrix(model.num_classes)
+        cm = ConfusionMatrix(model.num_classes, IGNORE_INDEX)
         cm.update(logits.argmax(1), labels)
         return round(cm.compute().miou, 4)
 
@@ -59,8 +62,7 @@ def readouts(model, steps: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
     rows.update({f"step {t} alone": miou(steps[t]) for t in range(S)})
     rows.update({f"mean of steps {k}..{S - 1}": miou(steps[k:].mean(0)) for k in range(S)})
     for lam in (0.9, 0.8, 0.7, 0.5, 0.3):
-        w = lam ** torch.arange(S - 1, -1, -1, dtype=steps.dtype)
-        rows[f"leaky readout λ {lam}"] = miou((steps * w.view(-1, 1, 1, 1, 1)).sum(0))
+        rows[f"leaky readout λ {lam}"] = miou(leaky_sum(steps, lam))
     return rows
 
 

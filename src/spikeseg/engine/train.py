@@ -463,7 +463,8 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
                 if spiking and t.bptt == "sltt" and t.sltt_k:
                     net.execution.seed = _step_seed(t.seed, epoch, step)
                 with autocast(t.precision, device):
-                    logits, loss = _forward_loss(model, x, y, keys, spiking, t, total, world)
+                    logits, loss = _forward_loss(model, x, y, keys, spiking, t, total, world,
+                                                 net)
                 if not torch.isfinite(loss):
                     raise SpikesegError(
                         f"training diverged at {where}: the loss became {loss.item()}; "
@@ -556,9 +557,10 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
     )
 
 
-def _forward_loss(model, x, y, keys, spiking: bool, t, total: float, world: int):
+def _forward_loss(model, x, y, keys, spiking: bool, t, total: float, world: int, net=None):
     """``(logits, loss)`` of a training step; the loss is normalised by the global number of
     labelled pixels ``total`` (so every process's share adds up to the whole batch's loss).
+    ``net``: the plain module behind ``model`` when that is a DDP wrapper (default ``model``).
 
     ``mean_logits_ce`` is eq. (5) on the time-averaged logits; ``tet`` (Deng et al. 2022) is
     the mean over steps of each step's cross-entropy, plus ``λ·MSE(o_t, φ)`` if
@@ -573,7 +575,7 @@ def _forward_loss(model, x, y, keys, spiking: bool, t, total: float, world: int)
         if t.tet_lambda > 0:
             mse = (steps - t.tet_means).square().sum() / (steps.numel() * world)
             loss = (1.0 - t.tet_lambda) * loss + t.tet_lambda * mse
-        return getattr(model, "module", model).readout_steps(steps), loss
+        return (net or model).readout_steps(steps), loss
     logits = _full(model(x, **kw))  # the loss in float32 under mixed precision
     ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
     return logits, ce / max(total, 1.0)

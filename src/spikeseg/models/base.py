@@ -33,7 +33,8 @@ from ..neurons import LIF
 from ..norm import BNTT
 from .layers import TimeContext
 
-__all__ = ["SegmentationModel", "STEP_MODES", "Execution", "BPTT_MODES", "LIF_KERNELS"]
+__all__ = ["SegmentationModel", "STEP_MODES", "Execution", "BPTT_MODES", "LIF_KERNELS",
+           "leaky_sum"]
 
 STEP_MODES = ("auto", "step", "fold")
 BPTT_MODES = ("full", "sltt")
@@ -84,6 +85,16 @@ class Execution:
             raise ValueError(f"checkpoint_steps must be >= 0, got {self.checkpoint_steps}")
         if self.sltt_k is not None and self.sltt_k < 1:
             raise ValueError(f"sltt_k must be >= 1 or None, got {self.sltt_k}")
+
+
+def leaky_sum(steps: Tensor, leak: float) -> Tensor:
+    """``Σ_i leak^{n−1−i} steps[i]`` over the first dimension (of size n): what a leaky
+    integrator with this leak holds after the n steps (a plain sum at ``leak = 1``)."""
+    if leak == 1.0:
+        return steps.sum(0)
+    n = steps.shape[0]
+    w = leak ** torch.arange(n - 1, -1, -1, device=steps.device, dtype=torch.float64)
+    return (steps * w.to(steps.dtype).view(-1, *([1] * (steps.dim() - 1)))).sum(0)
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -556,13 +567,9 @@ class SegmentationModel(nn.Module):
         return [a * d + f for a, f in zip(acc, feats, strict=True)]
 
     def _leaky_sum(self, steps: Tensor) -> Tensor:
-        """``Σ_i λ_o^{n−1−i} steps[i]`` over the first dimension (a plain sum at ``λ_o = 1``)."""
-        if self.readout_leak == 1.0:
-            return steps.sum(0)
-        n = steps.shape[0]
-        w = self.readout_leak ** torch.arange(n - 1, -1, -1, device=steps.device,
-                                              dtype=torch.float64)
-        return (steps * w.to(steps.dtype).view(-1, *([1] * (steps.dim() - 1)))).sum(0)
+        """The output accumulator over the first dimension: :func:`leaky_sum` at
+        ``readout_leak``."""
+        return leaky_sum(steps, self.readout_leak)
 
     def readout_steps(self, steps: Tensor) -> Tensor:
         """The model's output from its per-step logits ``[T + P, B, ...]`` (those of
