@@ -76,6 +76,16 @@ SUITES = {
              MODERN_STATIC + ["model.timesteps=4", "train.amsgrad=false"]),
             ("modern-readout-T4", "modern recipe + leaky readout (λ_o 0.7), T=4",
              MODERN_STATIC + ["model.timesteps=4", "model.readout_leak=0.7"]),
+            # The recall gap (the spiking models miss digit pixels): class-weighted
+            # cross-entropy, and the ANN twin with the same loss for a fair comparison.
+            ("modern-cw-T4", "modern recipe + median-frequency class weights, T=4",
+             MODERN_STATIC + ["model.timesteps=4", "train.class_weight=median_freq"]),
+            ("modern-cwsqrt-T4", "modern recipe + inverse-sqrt class weights, T=4",
+             MODERN_STATIC + ["model.timesteps=4", "train.class_weight=inv_sqrt_freq"]),
+            ("ann-cw", "ANN twin + median-frequency class weights",
+             ["model.name=deeplab", "train.class_weight=median_freq"]),
+            ("ann-cwsqrt", "ANN twin + inverse-sqrt class weights",
+             ["model.name=deeplab", "train.class_weight=inv_sqrt_freq"]),
         ],
     },
     "events": {
@@ -130,6 +140,13 @@ SUITES = {
             ("late-prop4-readout-0.5",
              "LR drop at 88% + 4 propagation steps + leaky readout (λ_o 0.5)",
              LATE_DROP + ["model.propagation_steps=4", "model.readout_leak=0.5"]),
+            # The averaged logits under-call digits: class-weighted cross-entropy.
+            ("late-cw", "LR drop at 88% + median-frequency class weights",
+             LATE_DROP + ["train.class_weight=median_freq"]),
+            ("late-cwsqrt", "LR drop at 88% + inverse-sqrt class weights",
+             LATE_DROP + ["train.class_weight=inv_sqrt_freq"]),
+            ("ann-cw", "ANN twin + median-frequency class weights",
+             ["model.name=deeplab", "train.class_weight=median_freq"]),
             # Not the equal budget of the other rows: is the paper recipe still learning?
             ("long", "paper recipe, 32 epochs (twice the budget)", ["train.epochs=32"]),
             ("all-T8", "tdBN + PLIF + TET + augmentation, T=8",

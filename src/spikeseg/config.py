@@ -92,6 +92,13 @@ def _milestones(v: Any) -> str | None:
                             "epoch numbers >= 1")
 
 
+def _class_weight(v: Any) -> str | None:
+    ok = v is None or v in ("median_freq", "inv_sqrt_freq") or (
+        isinstance(v, list) and v and all(_finite(w) and w > 0 for w in v))
+    return None if ok else ("null, median_freq, inv_sqrt_freq or a list of positive weights, "
+                            "one per class")
+
+
 def _device(v: Any) -> str | None:
     ok = isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None
     return None if ok else "auto, cpu, cuda, cuda:N or mps"
@@ -272,6 +279,11 @@ class TrainConfig:
     loss: str = _opt("mean_logits_ce", one_of("mean_logits_ce", "tet"))
     """mean_logits_ce: cross-entropy of the time-averaged logits (eq. (5), the paper); tet:
     the mean over timesteps of each step's cross-entropy (TET, Deng et al. 2022)."""
+    class_weight: str | list | None = _opt(None, _class_weight)
+    """Weighted cross-entropy (both losses): null = eq. (5) unweighted (the paper);
+    median_freq (w_c ∝ median(f)/f_c) or inv_sqrt_freq (w_c ∝ 1/√f_c) from the class
+    frequencies f of the training labels, normalised so the average pixel counts once
+    (Σ f_c·w_c = 1); or a list of one weight per class (spikeseg.engine.class_weights)."""
     tet_lambda: float = _opt(0.0, lambda v: None if _finite(v) and 0 <= v < 1
                              else "a number in [0, 1)")
     """TET's regulariser weight λ: loss = (1 − λ)·TET + λ·MSE(step logits, tet_means)."""

@@ -63,6 +63,7 @@ from ..norm import synchronise_norms
 from ..progress import progress as progress_bar
 from ..runtime import autocast, check_precision, configure_allocator
 from .checkpoint import load_state, non_finite_entries, save_checkpoint
+from .class_weights import weights_for, write_class_weights
 from .distributed import (
     ShardSampler,
     all_reduce_any,
@@ -411,6 +412,16 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
     )
     cl_on = device.type == "cpu" if cl is None else cl
     augment = check_augment(cfg.data.augment)
+    weight = None
+    if t.class_weight is not None:
+        w, freqs = weights_for(t.class_weight, train_set, info.num_classes)
+        weight = w.to(device=device, dtype=dtype)
+        shown = ", ".join(f"{n} {v:.3g}" for n, v in zip(info.class_names, w.tolist(), strict=True))
+        log(f"class weights ({t.class_weight if isinstance(t.class_weight, str) else 'given'}):"
+            f" {shown}")
+        if info_d.is_main:
+            write_class_weights(run_dir / "class_weights.json", t.class_weight,
+                                info.class_names, w, freqs)
     last_eval: EvalResult | None = None
     meta_base = {
         "config": cfg.to_dict(),
@@ -464,7 +475,7 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
                     net.execution.seed = _step_seed(t.seed, epoch, step)
                 with autocast(t.precision, device):
                     logits, loss = _forward_loss(model, x, y, keys, spiking, t, total, world,
-                                                 net)
+                                                 net, weight)
                 if not torch.isfinite(loss):
                     raise SpikesegError(
                         f"training diverged at {where}: the loss became {loss.item()}; "
@@ -557,19 +568,22 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
     )
 
 
-def _forward_loss(model, x, y, keys, spiking: bool, t, total: float, world: int, net=None):
+def _forward_loss(model, x, y, keys, spiking: bool, t, total: float, world: int, net=None,
+                  weight=None):
     """``(logits, loss)`` of a training step; the loss is normalised by the global number of
     labelled pixels ``total`` (so every process's share adds up to the whole batch's loss).
     ``net``: the plain module behind ``model`` when that is a DDP wrapper (default ``model``).
 
     ``mean_logits_ce`` is eq. (5) on the time-averaged logits; ``tet`` (Deng et al. 2022) is
     the mean over steps of each step's cross-entropy, plus ``λ·MSE(o_t, φ)`` if
-    ``tet_lambda = λ > 0``.
+    ``tet_lambda = λ > 0``. ``weight``: per-class weights of the cross-entropy
+    (``train.class_weight``), the sum still divided by the pixel count.
     """
     kw = {"keys": keys} if spiking and x.dim() == 4 else {}
     if t.loss == "tet" and spiking:
         steps = _full(model(x, return_steps=True, **kw))            # [S, B, K, H, W]
-        ce = sum(F.cross_entropy(o, y, ignore_index=IGNORE_INDEX, reduction="sum")
+        ce = sum(F.cross_entropy(o, y, weight=weight, ignore_index=IGNORE_INDEX,
+                                 reduction="sum")
                  for o in steps.unbind(0)) / steps.shape[0]
         loss = ce / max(total, 1.0)
         if t.tet_lambda > 0:
@@ -577,7 +591,7 @@ def _forward_loss(model, x, y, keys, spiking: bool, t, total: float, world: int,
             loss = (1.0 - t.tet_lambda) * loss + t.tet_lambda * mse
         return (net or model).readout_steps(steps), loss
     logits = _full(model(x, **kw))  # the loss in float32 under mixed precision
-    ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
+    ce = F.cross_entropy(logits, y, weight=weight, ignore_index=IGNORE_INDEX, reduction="sum")
     return logits, ce / max(total, 1.0)
 
 
