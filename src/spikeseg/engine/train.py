@@ -7,6 +7,7 @@ spatial cross-entropy (eq. (5)) over the labelled pixels (255 ignored). A run wr
     config.yaml                       what runs (resume changes are applied to it and logged)
     metrics.csv                       one row per epoch (loss, lr, validation mIoU, ...)
     resumes.jsonl                     the settings each resume changed, if any
+    class_weights.json                the loss's class weights, with train.class_weight
     checkpoints/epoch_NNN.*           a checkpoint per epoch (safetensors + json)
     checkpoints/best.*                the best validation mIoU so far
     checkpoints/last.*                the latest epoch
