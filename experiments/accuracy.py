@@ -86,6 +86,11 @@ SUITES = {
              ["model.name=deeplab", "train.class_weight=median_freq"]),
             ("ann-cwsqrt", "ANN twin + inverse-sqrt class weights",
              ["model.name=deeplab", "train.class_weight=inv_sqrt_freq"]),
+            # ... and a loss made of the metric: CE + the Lovász-softmax surrogate of 1 − IoU.
+            ("modern-lovasz-T4", "modern recipe + Lovász-softmax loss (weight 1), T=4",
+             MODERN_STATIC + ["model.timesteps=4", "train.lovasz_weight=1.0"]),
+            ("ann-lovasz", "ANN twin + Lovász-softmax loss (weight 1)",
+             ["model.name=deeplab", "train.lovasz_weight=1.0"]),
         ],
     },
     "events": {
@@ -147,6 +152,10 @@ SUITES = {
              LATE_DROP + ["train.class_weight=inv_sqrt_freq"]),
             ("ann-cw", "ANN twin + median-frequency class weights",
              ["model.name=deeplab", "train.class_weight=median_freq"]),
+            ("late-lovasz", "LR drop at 88% + Lovász-softmax loss (weight 1)",
+             LATE_DROP + ["train.lovasz_weight=1.0"]),
+            ("ann-lovasz", "ANN twin + Lovász-softmax loss (weight 1)",
+             ["model.name=deeplab", "train.lovasz_weight=1.0"]),
             # Not the equal budget of the other rows: is the paper recipe still learning?
             ("long", "paper recipe, 32 epochs (twice the budget)", ["train.epochs=32"]),
             ("all-T8", "tdBN + PLIF + TET + augmentation, T=8",

@@ -284,6 +284,10 @@ class TrainConfig:
     median_freq (w_c ∝ median(f)/f_c) or inv_sqrt_freq (w_c ∝ 1/√f_c) from the class
     frequencies f of the training labels, normalised so the average pixel counts once
     (Σ f_c·w_c = 1); or a list of one weight per class (spikeseg.engine.class_weights)."""
+    lovasz_weight: float = _opt(0.0, non_negative)
+    """Add this times the Lovász-softmax loss (Berman et al. 2018, a surrogate of 1 − IoU, per
+    image over its present classes) of the output logits to the cross-entropy; 0 = off (the
+    paper)."""
     tet_lambda: float = _opt(0.0, lambda v: None if _finite(v) and 0 <= v < 1
                              else "a number in [0, 1)")
     """TET's regulariser weight λ: loss = (1 − λ)·TET + λ·MSE(step logits, tet_means)."""

@@ -82,6 +82,7 @@ from .evaluate import (
     resolve_device,
     to_input,
 )
+from .lovasz import lovasz_softmax
 from .rundir import METRIC_FIELDS, RunLock, append_resume_record, write_metrics
 from .state import STATE_NAME, load_train_state, save_train_state
 
@@ -578,8 +579,18 @@ def _forward_loss(model, x, y, keys, spiking: bool, t, total: float, world: int,
     ``mean_logits_ce`` is eq. (5) on the time-averaged logits; ``tet`` (Deng et al. 2022) is
     the mean over steps of each step's cross-entropy, plus ``λ·MSE(o_t, φ)`` if
     ``tet_lambda = λ > 0``. ``weight``: per-class weights of the cross-entropy
-    (``train.class_weight``), the sum still divided by the pixel count.
+    (``train.class_weight``), the sum still divided by the pixel count. With
+    ``lovasz_weight = w > 0``, ``w`` times the Lovász-softmax loss of the output logits is
+    added, summed over this process's images and divided by the global image count.
     """
+    logits, loss = _ce_loss(model, x, y, keys, spiking, t, total, world, net, weight)
+    if t.lovasz_weight > 0:
+        loss = loss + t.lovasz_weight * lovasz_softmax(logits, y) / (y.shape[0] * world)
+    return logits, loss
+
+
+def _ce_loss(model, x, y, keys, spiking: bool, t, total: float, world: int, net, weight):
+    """The cross-entropy part of :func:`_forward_loss`."""
     kw = {"keys": keys} if spiking and x.dim() == 4 else {}
     if t.loss == "tet" and spiking:
         steps = _full(model(x, return_steps=True, **kw))            # [S, B, K, H, W]

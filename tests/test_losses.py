@@ -1,5 +1,5 @@
-"""train.class_weight: the weights of each scheme, the weighted loss against a hand-written
-one, and a run that uses them."""
+"""train.class_weight and train.lovasz_weight: the weights of each scheme, the weighted loss
+against a hand-written one, the Lovász loss against 1 − IoU, and a run that uses them."""
 
 import json
 
@@ -100,13 +100,14 @@ def test_weighted_loss_equals_a_hand_written_weighted_cross_entropy(loss):
     assert torch.allclose(ones, plain, atol=1e-7)
 
 
-def test_a_run_with_median_frequency_weights(tmp_path, data_cache):
+def test_a_run_with_median_frequency_weights_and_lovasz(tmp_path, data_cache):
     from spikeseg.engine import train
 
     from .conftest import tiny_overrides
 
     cfg = load_config(None, tiny_overrides(tmp_path / "runs", data_cache)
-                      + ["train.epochs=1", "train.class_weight=median_freq"])
+                      + ["train.epochs=1", "train.class_weight=median_freq",
+                         "train.lovasz_weight=0.5"])
     lines = []
     r = train(cfg, progress=False, log=lines.append)
     assert r.best_epoch == 1
@@ -116,3 +117,65 @@ def test_a_run_with_median_frequency_weights(tmp_path, data_cache):
     assert f.sum() == pytest.approx(1.0) and f @ w == pytest.approx(1.0, rel=1e-6)
     assert w[0] < 1 < w[1:].min()  # background, the frequent class, counts least
     assert any(line.startswith("class weights (median_freq): background") for line in lines)
+
+
+# --- train.lovasz_weight: the Lovász-softmax loss ---------------------------------------------
+
+def _iou_loss_of_one_hot(pred, y, num_classes):
+    """Independent reference: mean over the classes present in y of 1 − IoU_c, from counts."""
+    keep = y != 255
+    p, t = pred[keep], y[keep]
+    out = []
+    for c in range(num_classes):
+        if not (t == c).any():
+            continue
+        inter = ((p == c) & (t == c)).sum().item()
+        union = ((p == c) | (t == c)).sum().item()
+        out.append(1 - inter / union)
+    return float(np.mean(out))
+
+
+def test_lovasz_on_one_hot_predictions_is_one_minus_iou():
+    from spikeseg.engine.lovasz import lovasz_softmax
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (3, 6, 7), generator=g)
+    y[0, 0] = 255
+    y[2] = 1  # one class only
+    pred = torch.where(torch.rand(3, 6, 7, generator=g) < 0.6, y,
+                       torch.randint(0, 5, (3, 6, 7), generator=g))
+    pred[y == 255] = 0
+    logits = torch.nn.functional.one_hot(pred, 5).permute(0, 3, 1, 2).double() * 100.0
+    got = lovasz_softmax(logits, y)
+    want = sum(_iou_loss_of_one_hot(pred[i], y[i], 5) for i in range(3))
+    assert got.item() == pytest.approx(want, abs=1e-9)
+    perfect = torch.nn.functional.one_hot(y[2], 5).permute(2, 0, 1)[None].double() * 100.0
+    assert lovasz_softmax(perfect, y[2:]).item() == pytest.approx(0.0, abs=1e-12)
+    assert lovasz_softmax(logits[:1], torch.full((1, 6, 7), 255)).item() == 0.0
+
+
+def test_lovasz_grad_by_hand_and_gradcheck():
+    from spikeseg.engine.lovasz import lovasz_grad, lovasz_softmax
+
+    # g sorted = [1, 0, 1]: Δ_J after 1, 2, 3 errors = 1/2, 2/3, 1 (|g| = 2)
+    d = lovasz_grad(torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(d, torch.tensor([0.5, 2 / 3 - 0.5, 1 / 3], dtype=torch.float64))
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 3, (2, 4, 4))
+    assert torch.autograd.gradcheck(lambda v: lovasz_softmax(v, y), (x,))
+
+
+def test_forward_loss_adds_the_weighted_lovasz_term_per_image():
+    from spikeseg.engine.lovasz import lovasz_softmax
+
+    torch.manual_seed(0)
+    m = models.create("deeplab", 4, **TINY)
+    x, y = torch.rand(2, 3, 16, 16), torch.randint(0, 4, (2, 16, 16))
+    total = float((y != 255).sum())
+    plain = load_config(None, []).train
+    cfg = load_config(None, ["train.lovasz_weight=0.5"]).train
+    logits, ce = _forward_loss(m, x, y, None, False, plain, total, 1)
+    _, both = _forward_loss(m, x, y, None, False, cfg, total, 1)
+    assert torch.allclose(both, ce + 0.5 * lovasz_softmax(logits, y) / 2, atol=1e-6)
+    with pytest.raises(SpikesegError, match="train.lovasz_weight"):
+        load_config(None, ["train.lovasz_weight=-1"])
