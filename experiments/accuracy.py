@@ -156,6 +156,15 @@ SUITES = {
              LATE_DROP + ["train.lovasz_weight=1.0"]),
             ("ann-lovasz", "ANN twin + Lovász-softmax loss (weight 1)",
              ["model.name=deeplab", "train.lovasz_weight=1.0"]),
+            # The two recall remedies together, and with the propagation steps.
+            ("late-cwsqrt-lovasz", "LR drop at 88% + inverse-sqrt class weights + Lovász",
+             LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0"]),
+            ("late-cwsqrt-prop4", "LR drop at 88% + inverse-sqrt class weights + 4 propagation steps",
+             LATE_DROP + ["train.class_weight=inv_sqrt_freq", "model.propagation_steps=4"]),
+            ("late-cwsqrt-lovasz-prop4",
+             "LR drop at 88% + inverse-sqrt class weights + Lovász + 4 propagation steps",
+             LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
+                          "model.propagation_steps=4"]),
             # Not the equal budget of the other rows: is the paper recipe still learning?
             ("long", "paper recipe, 32 epochs (twice the budget)", ["train.epochs=32"]),
             ("all-T8", "tdBN + PLIF + TET + augmentation, T=8",
