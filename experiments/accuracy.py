@@ -175,6 +175,14 @@ SUITES = {
             ("recipe-T4", "event recipe (LR drop at 88%), T=4", LATE_DROP + ["model.timesteps=4"]),
             ("recipe-T2", "event recipe (LR drop at 88%), T=2", LATE_DROP + ["model.timesteps=2"]),
             ("recipe-T1", "event recipe (LR drop at 88%), T=1", LATE_DROP + ["model.timesteps=1"]),
+            # T=8 steps of fewer, denser frames, each held for several steps (as direct coding
+            # holds a static image): data.options.steps_per_frame.
+            ("hold2", "event recipe, 4 frames each held for 2 steps (T=8)",
+             LATE_DROP + ["data.options.steps_per_frame=2"]),
+            ("hold4", "event recipe, 2 frames each held for 4 steps (T=8)",
+             LATE_DROP + ["data.options.steps_per_frame=4"]),
+            ("hold8", "event recipe, the whole window as 1 frame held for 8 steps (T=8)",
+             LATE_DROP + ["data.options.steps_per_frame=8"]),
             # T=4 frames and 4 zero-input steps: the paper's T=8 compute.
             ("recipe-T4-prop4", "event recipe, T=4 + 4 propagation steps (8 steps)",
              LATE_DROP + ["model.timesteps=4", "model.propagation_steps=4"]),

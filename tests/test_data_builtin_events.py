@@ -195,6 +195,13 @@ def test_items(cache, size):
     assert xv.shape == (3, 2, h, w)
     ev = ds.sample_events(0)  # each event adds its polarity, split over two bins
     assert xv.sum().item() == pytest.approx(2 * int(ev["p"].sum()) - ev.size, abs=1e-2)
+    held = BE.builtin_events("train", root=cache, **{**SMALL, "image_size": size},
+                             timesteps=4, steps_per_frame=2)
+    xh, _ = held[0]  # two frames of the window, each twice
+    halves = to_count_frames(ev, (w, h), 2, 0, 50_001)
+    assert xh.shape == (4, 2, h, w)
+    for i in range(4):
+        np.testing.assert_array_equal(xh[i].numpy(), halves[i // 2])
     mm = BE.builtin_events("train", root=cache, **{**SMALL, "image_size": size},
                            normalize="minmax")
     xm, _ = mm[0]
@@ -281,6 +288,8 @@ def _params_of(ds):
     ({"representation": "frames"}, "representation must be one of counts, voxel"),
     ({"timesteps": 0}, "timesteps must be an int >= 1"),
     ({"bins_per_step": 0}, "bins_per_step must be an int >= 1"),
+    ({"timesteps": 8, "steps_per_frame": 3}, "timesteps=8 is not a multiple of steps_per_frame"),
+    ({"steps_per_frame": True}, "steps_per_frame must be an int >= 1"),
     ({"normalize": "zscore"}, "normalize must be one of minmax, log, none"),
     ({"num_frames": 1}, "num_frames must be an int in 2..1000"),
     ({"num_train": -1}, "num_train must be an int >= 0"),

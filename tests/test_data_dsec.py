@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from spikeseg.cli import main
 from spikeseg.data import build_dataset, dataset_accepts
 from spikeseg.data.dsec import CLASS_NAMES_11, CLASS_NAMES_19, dsec
-from spikeseg.data.events import to_voxel_grid
+from spikeseg.data.events import to_count_frames, to_voxel_grid
 from spikeseg.errors import SpikesegError
 
 W, H, LH = 640, 480, 440  # sensor width and height, labelled rows
@@ -198,6 +198,12 @@ def test_single_frame_and_voxel_grid(pristine):
     expected = to_voxel_grid(events, (W, LH), 6, t0, t1).reshape(2, 3, LH, W)
     np.testing.assert_allclose(x.numpy(), expected, atol=1e-6)
     assert x.abs().sum() > 0
+    held = dsec("train", pristine, image_size=(LH, W), timesteps=4, steps_per_frame=2)
+    xh, _ = held[i]  # the window's two count frames, each held for two steps
+    halves = to_count_frames(events, (W, LH), 2, t0, t1)
+    assert xh.shape == (4, 2, LH, W)
+    for k in range(4):
+        np.testing.assert_array_equal(xh[k].numpy(), halves[k // 2])
 
 
 def test_rectification_uses_the_map(root):
@@ -349,6 +355,8 @@ def test_errors_in_options(pristine):
     assert "window_ms" in _err(dsec, "train", pristine, window_ms=0)
     assert "label_stride" in _err(dsec, "train", pristine, label_stride=0)
     assert "bins_per_step" in _err(dsec, "train", pristine, bins_per_step=0)
+    assert "not a multiple of steps_per_frame" in _err(dsec, "train", pristine, timesteps=3,
+                                                       steps_per_frame=2)
     assert "rectify" in _err(dsec, "train", pristine, rectify="yes")
     assert "unknown split" in _err(dsec, "trainval", pristine)
     assert "timesteps" in _err(dsec, "train", pristine, timesteps=-1)

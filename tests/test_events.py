@@ -183,6 +183,16 @@ def test_event_frames_split_a_window():
     np.testing.assert_array_equal(event_frames(ev, (5, 4), 3), to_count_frames(ev, (5, 4), 3))
     assert representation_channels("counts") == 2
     assert representation_channels("voxel", 5) == 5
+    # steps_per_frame: T / r frames of the window, each held for r consecutive steps
+    held = event_frames(ev, (5, 4), 4, t_start=0, t_end=1000, steps_per_frame=2)
+    assert held.shape == (4, 2, 4, 5)
+    halves = to_count_frames(ev, (5, 4), 2, 0, 1000)
+    for i in range(4):
+        np.testing.assert_array_equal(held[i], halves[i // 2])
+    vh = event_frames(ev, (5, 4), 4, representation="voxel", bins_per_step=3, t_start=0,
+                      t_end=1000, steps_per_frame=2)
+    np.testing.assert_array_equal(vh[::2], v)
+    np.testing.assert_array_equal(vh[1::2], v)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -190,6 +200,8 @@ def test_event_frames_split_a_window():
     ({"timesteps": 0}, "timesteps must be >= 1"),
     ({"timesteps": 2.5}, "timesteps must be an integer"),
     ({"representation": "voxel", "bins_per_step": 0}, "bins_per_step must be >= 1"),
+    ({"steps_per_frame": 0}, "steps_per_frame must be an int >= 1"),
+    ({"timesteps": 3, "steps_per_frame": 2}, "timesteps=3 is not a multiple of steps_per_frame=2"),
     ({"t_start": 50, "t_end": 50}, "empty time window"),
     ({"sensor_size": (4,)}, r"sensor_size must be \(W, H\)"),
     ({"sensor_size": (0, 3)}, "width and height in 1..32768"),

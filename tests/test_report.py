@@ -142,6 +142,27 @@ def test_report_on_event_data(tmp_path, capsys):
         assert im.width > 200 and im.height > 100
 
 
+def test_report_sweeps_only_windows_that_hold_whole_frames(tmp_path):
+    """With ``steps_per_frame = 2`` a window of T steps is T/2 frames held twice: the default
+    sweep (T/4 .. 4T) keeps the windows of whole frames only, and the T-step row agrees with
+    the evaluation at the trained T."""
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    assert main(["train", "--no-progress", "--set", "model.width=0.125",
+                 "--set", "model.timesteps=4", "--set", "data.dataset=builtin_events",
+                 "--set", f"data.root={cache}", "--set", "data.image_size=24",
+                 "--set", "data.options={num_train: 8, num_val: 4, steps_per_frame: 2}",
+                 "--set", "train.epochs=1", "--set", "train.batch_size=4",
+                 "--set", f"train.out_dir={runs}", "--set", "train.report=false",
+                 "--set", "train.name=held"]) == 0
+    out = tmp_path / "rep"
+    assert main(["report", "--checkpoint", str(runs / "held/checkpoints/best"), "--out",
+                 str(out), "--sigmas", "0", "--pictures", "1", "--no-progress"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert [p["timesteps"] for p in r["timestep_sweep"]] == [2, 4, 8, 16]
+    at_t = next(p for p in r["timestep_sweep"] if p["timesteps"] == 4)
+    assert at_t["miou"] == pytest.approx(r["snn"]["miou"])
+
+
 def test_every_evaluation_path_gives_the_same_score_at_the_trained_T(twins, tmp_path, capsys):
     """The run's validation, `evaluate`, the report's score and its T sweep at the trained T
     code each sample with the same Poisson stream (keyed by seed and sample index), so they

@@ -251,6 +251,9 @@ def write_report(
                              "input": "events" if value_range is None else "images",
                              "meaning": _MEANING[name][value_range is None], "curves": curves}
     marks = sorted({int(t) for t in (timesteps or _default_timesteps(T))})
+    hold = getattr(val, "steps_per_frame", 1)
+    if not timesteps and val.info.temporal and hold > 1:  # frames held for `hold` steps each
+        marks = [t for t in marks if t % hold == 0]
     if val.info.temporal:  # T frames ending at each label, one run per T
         def make_loader(t: int) -> DataLoader:
             return DataLoader(build_split(data, "val", t), batch_size=batch_size,

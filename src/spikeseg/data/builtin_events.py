@@ -68,6 +68,7 @@ from ..encoding.events import (
     OFF,
     ON,
     REPRESENTATIONS,
+    check_steps_per_frame,
     event_frames,
     make_events,
     representation_channels,
@@ -503,6 +504,7 @@ class BuiltinEvents(SegmentationDataset):
         bins_per_step: int,
         normalize: str,
         cache_path: Path | None = None,
+        steps_per_frame: int = 1,
     ) -> None:
         self.events = make_events(data["x"], data["y"], data["t"], data["p"])
         self.offsets = data["offsets"]
@@ -516,6 +518,7 @@ class BuiltinEvents(SegmentationDataset):
         self.bins_per_step = bins_per_step
         self.normalize = normalize
         self.cache_path = cache_path
+        self.steps_per_frame = check_steps_per_frame(timesteps, steps_per_frame)
         self.info = DatasetInfo(
             name="builtin_events",
             num_classes=NUM_CLASSES,
@@ -546,6 +549,7 @@ class BuiltinEvents(SegmentationDataset):
             self.sample_events(index), self.sensor_size, self.timesteps or 1,
             representation=self.representation, bins_per_step=self.bins_per_step,
             t_start=0, t_end=self.duration_us + 1,
+            steps_per_frame=self.steps_per_frame if self.timesteps is not None else 1,
         )  # [T, C, H, W]; the window includes the last frame's instant
         x = normalize_frames(torch.from_numpy(frames), self.normalize)
         y = torch.from_numpy(self.labels[index].astype(np.int64))
@@ -581,6 +585,7 @@ def builtin_events(
     timesteps: int | None = 8,
     representation: str = "counts",
     bins_per_step: int = 1,
+    steps_per_frame: int = 1,
     normalize: str = "none",
     num_train: int = 1000,
     num_val: int = 200,
@@ -606,6 +611,8 @@ def builtin_events(
         representation: ``"counts"`` (OFF, ON counts: C = 2) or ``"voxel"`` (voxel grid of
             ``timesteps · bins_per_step`` bins: C = ``bins_per_step``).
         bins_per_step: voxel bins per frame.
+        steps_per_frame: the window becomes ``timesteps / steps_per_frame`` frames, each held
+            for ``steps_per_frame`` consecutive steps (1: T frames, one per step).
         normalize: ``"none"`` (raw counts / voxel values), ``"minmax"`` (per frame and channel
             to ``[-0.5, 0.5]``, as the paper's DDD17 code) or ``"log"``
             (``sign(x)·log(1 + |x|)``).
@@ -639,6 +646,7 @@ def builtin_events(
             f"representation must be one of {', '.join(REPRESENTATIONS)}, not {representation!r}"
         )
     bins_per_step = _count(bins_per_step, "bins_per_step", 1)
+    check_steps_per_frame(timesteps, steps_per_frame)
     if normalize not in NORMALIZATIONS:
         raise SpikesegError(
             f"normalize must be one of {', '.join(NORMALIZATIONS)}, not {normalize!r}"
@@ -684,4 +692,5 @@ def builtin_events(
         data, split, duration_us=int(round(params["duration_ms"] * 1000)),
         photos=params["photos"], timesteps=timesteps, representation=representation,
         bins_per_step=bins_per_step, normalize=normalize, cache_path=path,
+        steps_per_frame=steps_per_frame,
     )

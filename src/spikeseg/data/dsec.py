@@ -76,7 +76,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..encoding.events import OFF, ON, REPRESENTATIONS, as_events, event_frames, make_events
+from ..encoding.events import (
+    OFF,
+    ON,
+    REPRESENTATIONS,
+    as_events,
+    check_steps_per_frame,
+    event_frames,
+    make_events,
+)
 from ..errors import SpikesegError
 from .base import DatasetInfo, SegmentationDataset, default_palette, register_dataset
 from .transforms import (
@@ -399,6 +407,7 @@ class DSECSemantic(SegmentationDataset):
         classes: int,
         rectify: bool,
         normalize: str,
+        steps_per_frame: int = 1,
     ) -> None:
         self.sequences = sequences
         self.items = items
@@ -411,6 +420,7 @@ class DSECSemantic(SegmentationDataset):
         self.classes = classes
         self.rectify = rectify
         self.normalize = normalize
+        self.steps_per_frame = check_steps_per_frame(timesteps, steps_per_frame)
         self.info = DatasetInfo(
             name="dsec",
             num_classes=classes,
@@ -515,6 +525,7 @@ class DSECSemantic(SegmentationDataset):
             events, (SENSOR_SIZE[0], LABEL_HEIGHT), self.timesteps or 1,
             representation=self.representation, bins_per_step=self.bins_per_step,
             t_start=t_start, t_end=t_end,
+            steps_per_frame=self.steps_per_frame if self.timesteps is not None else 1,
         )  # [T, C, 440, 640]
         x = normalize_frames(resize_image(torch.from_numpy(frames), self.size), self.normalize)
         label = read_label(path)
@@ -550,6 +561,7 @@ def dsec(
     window_ms: float = 50,
     representation: str = "counts",
     bins_per_step: int = 1,
+    steps_per_frame: int = 1,
     classes: int = 11,
     rectify: bool = True,
     normalize: str = "none",
@@ -568,6 +580,8 @@ def dsec(
         representation: ``"counts"`` (OFF, ON counts, 2 channels) or ``"voxel"`` (voxel grid of
             ``timesteps · bins_per_step`` bins, ``bins_per_step`` channels per frame).
         bins_per_step: voxel bins per frame (ESS: one frame of 5 bins).
+        steps_per_frame: the window becomes ``timesteps / steps_per_frame`` frames, each held
+            for ``steps_per_frame`` consecutive steps (1: T frames, one per step).
         classes: 11 or 19, the label set.
         rectify: rectify events with ``rectify_map.h5`` where it exists (as ESS does).
         normalize: ``"none"`` (raw counts / voxel values, as ESS), ``"minmax"`` (per frame and
@@ -594,6 +608,7 @@ def dsec(
     window_us = int(round(window_ms * 1000))
     check_choice("representation", representation, REPRESENTATIONS)
     bins = _positive_int("bins_per_step", bins_per_step)
+    hold = check_steps_per_frame(steps, steps_per_frame)
     stride = _positive_int("label_stride", label_stride)
     if classes not in CLASSES:
         raise SpikesegError(f"classes must be 11 or 19, got {classes!r}")
@@ -634,5 +649,5 @@ def dsec(
     return DSECSemantic(
         sequences, items, split=SPLITS[split], size=size, timesteps=steps, window_us=window_us,
         representation=representation, bins_per_step=bins, classes=int(classes),
-        rectify=rectify, normalize=normalize,
+        rectify=rectify, normalize=normalize, steps_per_frame=hold,
     )

@@ -60,6 +60,7 @@ __all__ = [
     "to_count_frames",
     "to_voxel_grid",
     "event_frames",
+    "check_steps_per_frame",
     "representation_channels",
 ]
 
@@ -448,6 +449,7 @@ def event_frames(
     bins_per_step: int = 1,
     t_start: int | None = None,
     t_end: int | None = None,
+    steps_per_frame: int = 1,
 ) -> np.ndarray:
     """One window of events as T frames for a spiking network, the last ending at ``t_end``.
 
@@ -463,12 +465,17 @@ def event_frames(
         t_start: window start in µs (default: the earliest event).
         t_end: window end in µs (defaults as in :func:`to_count_frames` /
             :func:`to_voxel_grid`).
+        steps_per_frame: ``r``: the window is split into ``T / r`` sub-windows instead, and
+            each of their frames is held for ``r`` consecutive steps (denser frames, each seen
+            for longer, as direct coding holds a static image; ``T`` must be a multiple of
+            ``r``).
 
     Returns:
         ``float32 [T, C, H, W]``.
 
     Raises:
-        SpikesegError: an unknown representation, ``timesteps`` or ``bins_per_step`` below 1,
+        SpikesegError: an unknown representation, ``timesteps``, ``bins_per_step`` or
+            ``steps_per_frame`` below 1, ``timesteps`` not a multiple of ``steps_per_frame``,
             or malformed events.
     """
     if representation not in REPRESENTATIONS:
@@ -478,10 +485,32 @@ def event_frames(
     steps = _int(timesteps, "timesteps")
     if steps < 1:
         raise SpikesegError(f"timesteps must be >= 1, got {timesteps}")
+    hold = check_steps_per_frame(steps, steps_per_frame)
+    steps //= hold
     if representation == "counts":
-        return to_count_frames(events, sensor_size, steps, t_start, t_end)
-    per = _int(bins_per_step, "bins_per_step")
-    if per < 1:
-        raise SpikesegError(f"bins_per_step must be >= 1, got {bins_per_step}")
-    grid = to_voxel_grid(events, sensor_size, steps * per, t_start, t_end)
-    return grid.reshape(steps, per, *grid.shape[1:])
+        frames = to_count_frames(events, sensor_size, steps, t_start, t_end)
+    else:
+        per = _int(bins_per_step, "bins_per_step")
+        if per < 1:
+            raise SpikesegError(f"bins_per_step must be >= 1, got {bins_per_step}")
+        grid = to_voxel_grid(events, sensor_size, steps * per, t_start, t_end)
+        frames = grid.reshape(steps, per, *grid.shape[1:])
+    return frames if hold == 1 else np.repeat(frames, hold, axis=0)
+
+
+def check_steps_per_frame(timesteps: int | None, steps_per_frame: object) -> int:
+    """``steps_per_frame`` as an int >= 1 that divides ``timesteps`` (None: any).
+
+    Raises:
+        SpikesegError: not an int >= 1, or not a divisor of ``timesteps``.
+    """
+    if isinstance(steps_per_frame, bool) or not isinstance(steps_per_frame, (int, np.integer)) \
+            or steps_per_frame < 1:
+        raise SpikesegError(f"steps_per_frame must be an int >= 1, got {steps_per_frame!r}")
+    r = int(steps_per_frame)
+    if timesteps is not None and timesteps % r:
+        raise SpikesegError(
+            f"timesteps={timesteps} is not a multiple of steps_per_frame={r}: each of the "
+            f"T / steps_per_frame frames is held for steps_per_frame steps"
+        )
+    return r
