@@ -40,6 +40,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 MODERN_STATIC = ["model.encoding=direct", "model.neuron=plif", "model.learnable_per=channel"]
 # The event recipe of configs/modern/builtin_events.yaml: the paper's, the LR drop at 88%.
 LATE_DROP = ["train.lr_milestones=[0.875]"]
+# Pixel-wise distillation from the ANN twin's run of the same seed (trained first if missing).
+KD = ["train.teacher={runs}/{suite}-ann-s{seed}/checkpoints/best.safetensors"]
 
 SUITES = {
     "static": {
@@ -96,6 +98,9 @@ SUITES = {
             ("modern-late-T4", "modern recipe + LR drop at 88%, T=4",
              MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP),
             ("ann-late", "ANN twin + LR drop at 88%", ["model.name=deeplab"] + LATE_DROP),
+            # Distillation: the ANN twin's soft per-pixel predictions as a second target.
+            ("modern-kd-T4", "modern recipe + distillation from the ANN twin, T=4",
+             MODERN_STATIC + ["model.timesteps=4"] + KD),
         ],
     },
     "events": {
@@ -197,6 +202,10 @@ SUITES = {
              "LR drop at 88% + inverse-sqrt class weights + Lovász, 4 frames held 2 steps (T=8)",
              LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
                           "data.options.steps_per_frame=2"]),
+            ("late-kd", "LR drop at 88% + distillation from the ANN twin", LATE_DROP + KD),
+            ("late-cwsqrt-lovasz-kd",
+             "LR drop at 88% + inverse-sqrt class weights + Lovász + distillation from the ANN twin",
+             LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0"] + KD),
             ("recipe-T4-prop4-cwsqrt-lovasz",
              "LR drop at 88% + inverse-sqrt class weights + Lovász, T=4 + 4 propagation steps",
              LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
@@ -211,8 +220,17 @@ def command(suite: str, sets: list[str], seed: int, name: str, out: Path) -> lis
     argv = [*SPIKESEG, "train", "--config", s["config"], "--no-progress"]
     for o in [*s["common"], *sets, f"train.seed={seed}", f"train.name={name}",
               f"train.out_dir={out / 'runs'}"]:
-        argv += ["--set", o]
+        argv += ["--set", o.replace("{runs}", str(out / "runs")).replace("{suite}", suite)
+                 .replace("{seed}", str(seed))]
     return argv
+
+
+def teacher_of(sets: list[str]) -> str | None:
+    """The row id whose run a row distils (``train.teacher={runs}/{suite}-ID-s{seed}/...``)."""
+    for o in sets:
+        if o.startswith("train.teacher={runs}/{suite}-"):
+            return o.split("{suite}-", 1)[1].split("-s{seed}", 1)[0]
+    return None
 
 
 def measure(checkpoint: Path) -> dict:
@@ -246,32 +264,52 @@ def run(suite: str, out: Path, only: set[str] | None, seeds: list[int], headline
     done = set()
     if results.is_file():
         done = {(r["id"], r["seed"]) for r in map(json.loads, results.read_text().splitlines())}
-    for rid, label, sets in SUITES[suite]["rows"]:
+    rows = {rid: (label, sets) for rid, label, sets in SUITES[suite]["rows"]}
+
+    def best(rid: str, seed: int) -> Path:
+        return out / "runs" / f"{suite}-{rid}-s{seed}" / "checkpoints" / "best.safetensors"
+
+    todo = []
+    for rid, _, sets in SUITES[suite]["rows"]:
         if only and rid not in only:
             continue
         for seed in seeds if rid in headline else seeds[:1]:
             if (rid, seed) in done:
                 continue
-            name = f"{suite}-{rid}-s{seed}"
-            argv = command(suite, sets, seed, name, out)
-            print("$", shlex.join(["spikeseg", *argv[3:]]), flush=True)
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            t0 = time.time()
-            proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=ENV)
-            wall = time.time() - t0
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            if proc.returncode != 0:
-                print(proc.stderr[-2000:], file=sys.stderr)
-                continue
-            row = {"id": rid, "label": label, "seed": seed, "suite": suite,
-                   "command": shlex.join(["spikeseg", *argv[3:]]),
-                   "wall_s": round(wall, 1),
-                   "cpu_s": round((after.ru_utime - before.ru_utime)
-                                  + (after.ru_stime - before.ru_stime), 1),
-                   **measure(out / "runs" / name / "checkpoints" / "best.safetensors")}
-            with results.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(f"  {rid} seed {seed}: mIoU {row['miou']:.4f} ({wall:.0f} s)", flush=True)
+            # A distilling row needs its teacher's run of the same seed: trained first if this
+            # folder lacks it (and recorded only if the study has no row for it yet).
+            teacher = teacher_of(sets)
+            if teacher:
+                todo.append((teacher, seed))
+            todo.append((rid, seed))
+    for rid, seed in todo:
+        is_teacher_again = (rid, seed) in done
+        if is_teacher_again and best(rid, seed).is_file():
+            continue
+        label, sets = rows[rid]
+        name = f"{suite}-{rid}-s{seed}"
+        argv = command(suite, sets, seed, name, out)
+        print("$", shlex.join(["spikeseg", *argv[3:]]), flush=True)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.time()
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=ENV)
+        wall = time.time() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            print(proc.stderr[-2000:], file=sys.stderr)
+            continue
+        if is_teacher_again:
+            continue
+        done.add((rid, seed))
+        row = {"id": rid, "label": label, "seed": seed, "suite": suite,
+               "command": shlex.join(["spikeseg", *argv[3:]]),
+               "wall_s": round(wall, 1),
+               "cpu_s": round((after.ru_utime - before.ru_utime)
+                              + (after.ru_stime - before.ru_stime), 1),
+               **measure(best(rid, seed))}
+        with results.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"  {rid} seed {seed}: mIoU {row['miou']:.4f} ({wall:.0f} s)", flush=True)
 
 
 def _cell(vals: list[float], digits: int = 3) -> str:

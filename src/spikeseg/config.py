@@ -115,6 +115,10 @@ def _non_empty(v: Any) -> str | None:
     return None if isinstance(v, str) and v.strip() else "a non-empty string"
 
 
+def _non_empty_optional(v: Any) -> str | None:
+    return None if v is None else _non_empty(v) and "null or a non-empty string"
+
+
 def _input_mean(v: Any) -> str | None:
     if v is None:
         return None
@@ -288,6 +292,16 @@ class TrainConfig:
     """Add this times the Lovász-softmax loss (Berman et al. 2018, a surrogate of 1 − IoU, per
     image over its present classes) of the output logits to the cross-entropy; 0 = off (the
     paper)."""
+    teacher: str | None = _opt(None, _non_empty_optional)
+    """Pixel-wise knowledge distillation: a trained checkpoint of the same dataset (e.g. the
+    ANN twin's checkpoints/best.safetensors) whose soft per-pixel predictions the model also
+    learns (spikeseg.engine.distill); null = off (the paper)."""
+    distill_weight: float = _opt(1.0, non_negative)
+    """With a teacher: weight of the distillation term τ²·KL(teacher ‖ model), averaged over
+    every pixel, added to the cross-entropy."""
+    distill_temperature: float = _opt(1.0, positive())
+    """With a teacher: the softmax temperature τ of both distributions in the distillation
+    term (1 = the distributions as they are)."""
     tet_lambda: float = _opt(0.0, lambda v: None if _finite(v) and 0 <= v < 1
                              else "a number in [0, 1)")
     """TET's regulariser weight λ: loss = (1 − λ)·TET + λ·MSE(step logits, tet_means)."""

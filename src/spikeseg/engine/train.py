@@ -65,6 +65,7 @@ from ..progress import progress as progress_bar
 from ..runtime import autocast, check_precision, configure_allocator
 from .checkpoint import load_state, non_finite_entries, save_checkpoint
 from .class_weights import weights_for, write_class_weights
+from .distill import distillation_loss, load_teacher
 from .distributed import (
     ShardSampler,
     all_reduce_any,
@@ -424,6 +425,17 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
         if info_d.is_main:
             write_class_weights(run_dir / "class_weights.json", t.class_weight,
                                 info.class_names, w, freqs)
+    teacher = None
+    if t.teacher is not None:
+        teacher, tmeta = load_teacher(t.teacher, {"name": info.name,
+                                                  "class_names": info.class_names,
+                                                  "temporal": info.temporal},
+                                      info.num_classes, info.in_channels)
+        teacher = prepare_model(teacher, device, cl).to(dtype)
+        tm = (tmeta.get("metrics") or {}).get("val_miou")
+        log(f"distilling from {t.teacher} ({tmeta['model']['name']}"
+            + (f", validation mIoU {tm:.4f}" if isinstance(tm, float) else "")
+            + f"), weight {t.distill_weight:g}, temperature {t.distill_temperature:g}")
     last_eval: EvalResult | None = None
     meta_base = {
         "config": cfg.to_dict(),
@@ -477,7 +489,7 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
                     net.execution.seed = _step_seed(t.seed, epoch, step)
                 with autocast(t.precision, device):
                     logits, loss = _forward_loss(model, x, y, keys, spiking, t, total, world,
-                                                 net, weight)
+                                                 net, weight, teacher)
                 if not torch.isfinite(loss):
                     raise SpikesegError(
                         f"training diverged at {where}: the loss became {loss.item()}; "
@@ -571,7 +583,7 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
 
 
 def _forward_loss(model, x, y, keys, spiking: bool, t, total: float, world: int, net=None,
-                  weight=None):
+                  weight=None, teacher=None):
     """``(logits, loss)`` of a training step; the loss is normalised by the global number of
     labelled pixels ``total`` (so every process's share adds up to the whole batch's loss).
     ``net``: the plain module behind ``model`` when that is a DDP wrapper (default ``model``).
@@ -581,11 +593,20 @@ def _forward_loss(model, x, y, keys, spiking: bool, t, total: float, world: int,
     ``tet_lambda = λ > 0``. ``weight``: per-class weights of the cross-entropy
     (``train.class_weight``), the sum still divided by the pixel count. With
     ``lovasz_weight = w > 0``, ``w`` times the Lovász-softmax loss of the output logits is
-    added, summed over this process's images and divided by the global image count.
+    added, summed over this process's images and divided by the global image count. With a
+    ``teacher`` (``train.teacher``), ``distill_weight`` times the distillation term
+    (:func:`~spikeseg.engine.distill.distillation_loss`) summed over this process's pixels
+    and divided by the global pixel count is added.
     """
     logits, loss = _ce_loss(model, x, y, keys, spiking, t, total, world, net, weight)
     if t.lovasz_weight > 0:
         loss = loss + t.lovasz_weight * lovasz_softmax(logits, y) / (y.shape[0] * world)
+    if teacher is not None and t.distill_weight > 0:
+        with torch.no_grad():
+            kw = {"keys": keys} if getattr(teacher, "spiking", False) and x.dim() == 4 else {}
+            target = _full(teacher(x, **kw))
+        kd = distillation_loss(logits, target, t.distill_temperature)
+        loss = loss + t.distill_weight * kd / (y.numel() * world)
     return logits, loss
 
 
