@@ -101,6 +101,16 @@ SUITES = {
             # Distillation: the ANN twin's soft per-pixel predictions as a second target.
             ("modern-kd-T4", "modern recipe + distillation from the ANN twin, T=4",
              MODERN_STATIC + ["model.timesteps=4"] + KD),
+            # The late drop on the modern recipe at the other T, and with distillation.
+            ("modern-late-T8", "modern recipe + LR drop at 88%, T=8",
+             MODERN_STATIC + ["model.timesteps=8"] + LATE_DROP),
+            ("modern-late-T2", "modern recipe + LR drop at 88%, T=2",
+             MODERN_STATIC + ["model.timesteps=2"] + LATE_DROP),
+            ("modern-late-T1", "modern recipe + LR drop at 88%, T=1",
+             MODERN_STATIC + ["model.timesteps=1"] + LATE_DROP),
+            ("modern-late-kd-T4", "modern recipe + LR drop at 88% + distillation, T=4",
+             MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP + KD),
+            ("paper-late", "paper recipe + LR drop at 88%, T=8", LATE_DROP),
         ],
     },
     "events": {
