@@ -42,6 +42,8 @@ MODERN_STATIC = ["model.encoding=direct", "model.neuron=plif", "model.learnable_
 LATE_DROP = ["train.lr_milestones=[0.875]"]
 # Pixel-wise distillation from the ANN twin's run of the same seed (trained first if missing).
 KD = ["train.teacher={runs}/{suite}-ann-s{seed}/checkpoints/best.safetensors"]
+# ... from the ANN twin trained with the late LR drop (the stronger teacher).
+KD_LATE = ["train.teacher={runs}/{suite}-ann-late-s{seed}/checkpoints/best.safetensors"]
 
 SUITES = {
     "static": {
@@ -111,6 +113,13 @@ SUITES = {
             ("modern-late-kd-T4", "modern recipe + LR drop at 88% + distillation, T=4",
              MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP + KD),
             ("paper-late", "paper recipe + LR drop at 88%, T=8", LATE_DROP),
+            ("modern-late-kdl-T4",
+             "modern recipe + LR drop at 88% + distillation from the late-drop ANN twin, T=4",
+             MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP + KD_LATE),
+            ("modern-late-kdl4-T4",
+             "modern recipe + LR drop at 88% + distillation from the late-drop ANN twin (τ 4), T=4",
+             MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP + KD_LATE
+             + ["train.distill_temperature=4"]),
         ],
     },
     "events": {
