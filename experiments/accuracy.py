@@ -221,6 +221,16 @@ SUITES = {
              "LR drop at 88% + inverse-sqrt class weights + Lovász, 4 frames held 2 steps (T=8)",
              LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
                           "data.options.steps_per_frame=2"]),
+            # The paper recipe at T=4 frames (and 4 zero-input steps): the baselines of the
+            # T=4-frame rows.
+            ("paper-T4", "paper recipe, T=4", ["model.timesteps=4"]),
+            ("paper-T4-prop4", "paper recipe, T=4 + 4 propagation steps (8 steps)",
+             ["model.timesteps=4", "model.propagation_steps=4"]),
+            ("recipe-T4-prop4-cwsqrt-lovasz-kd",
+             "LR drop at 88% + inverse-sqrt class weights + Lovász + distillation, T=4 + 4 "
+             "propagation steps",
+             LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
+                          "model.timesteps=4", "model.propagation_steps=4"] + KD),
             ("late-kd", "LR drop at 88% + distillation from the ANN twin", LATE_DROP + KD),
             ("late-cwsqrt-lovasz-kd",
              "LR drop at 88% + inverse-sqrt class weights + Lovász + distillation from the ANN twin",
