@@ -243,6 +243,12 @@ SUITES = {
              "propagation steps",
              LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
                           "model.timesteps=4", "model.propagation_steps=4"] + KD),
+            ("ann-late", "ANN twin + LR drop at 88%", ["model.name=deeplab"] + LATE_DROP),
+            ("recipe-T4-prop4-cwsqrt-lovasz-kdl",
+             "LR drop at 88% + inverse-sqrt class weights + Lovász + distillation from the "
+             "late-drop ANN twin, T=4 + 4 propagation steps",
+             LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
+                          "model.timesteps=4", "model.propagation_steps=4"] + KD_LATE),
             ("late-kd", "LR drop at 88% + distillation from the ANN twin", LATE_DROP + KD),
             ("late-cwsqrt-lovasz-kd",
              "LR drop at 88% + inverse-sqrt class weights + Lovász + distillation from the ANN twin",
