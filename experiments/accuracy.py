@@ -249,6 +249,17 @@ SUITES = {
              "late-drop ANN twin, T=4 + 4 propagation steps",
              LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
                           "model.timesteps=4", "model.propagation_steps=4"] + KD_LATE),
+            ("recipe-T4-prop4-cwsqrt-lovasz-kd3",
+             "LR drop at 88% + inverse-sqrt class weights + Lovász + distillation at weight 3, "
+             "T=4 + 4 propagation steps",
+             LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
+                          "model.timesteps=4", "model.propagation_steps=4",
+                          "train.distill_weight=3"] + KD),
+            ("recipe-T2-prop4-cwsqrt-lovasz-kd",
+             "LR drop at 88% + inverse-sqrt class weights + Lovász + distillation, T=2 + 4 "
+             "propagation steps",
+             LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
+                          "model.timesteps=2", "model.propagation_steps=4"] + KD),
             ("late-kd", "LR drop at 88% + distillation from the ANN twin", LATE_DROP + KD),
             ("late-cwsqrt-lovasz-kd",
              "LR drop at 88% + inverse-sqrt class weights + Lovász + distillation from the ANN twin",
