@@ -59,14 +59,14 @@ def test_torchrun_two_processes(tmp_path):
     assert torch.distributed.is_available()
 
 
-def _train_once(tmp_path, name, nproc, model, batch, optimizer, precision):
+def _train_once(tmp_path, name, nproc, model, batch, optimizer, precision, extra=()):
     from safetensors.torch import load_file
 
     sets = []
     for o in tiny_overrides(tmp_path / "runs", tmp_path / "cache", model) + [
             f"train.batch_size={batch}", "train.epochs=1", "train.max_steps_per_epoch=2",
             f"train.optimizer={optimizer}", f"train.name={name}", "train.lr=0.05",
-            f"train.precision={precision}"]:
+            f"train.precision={precision}", *extra]:
         sets += ["--set", o]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
@@ -91,6 +91,26 @@ def test_two_processes_train_exactly_like_one(model, optimizer, precision, tmp_p
     zero (dilated taps that read only padding) into differences of the update itself."""
     one = _train_once(tmp_path, "one", 1, model, 8, optimizer, precision)
     two = _train_once(tmp_path, "two", 2, model, 4, optimizer, precision)
+    _assert_same_weights(one, two, f"{model} {optimizer} {precision}")
+
+
+@pytest.mark.slow
+def test_two_processes_train_exactly_like_one_with_the_extra_losses(tmp_path):
+    """The same with class weights, the Lovász loss (a sum over images) and distillation from
+    a teacher (a sum over pixels): each is normalised by the global count, so the split over
+    processes still computes one process's step."""
+    _train_once(tmp_path, "teacher", 1, "deeplab", 8, "sgd", "fp64")
+    extra = ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=0.5",
+             f"train.teacher={tmp_path / 'runs' / 'teacher' / 'checkpoints' / 'last.safetensors'}",
+             "train.distill_weight=2", "train.distill_temperature=2"]
+    one = _train_once(tmp_path, "one", 1, "spiking_deeplab", 8, "sgd", "fp64", extra)
+    two = _train_once(tmp_path, "two", 2, "spiking_deeplab", 4, "sgd", "fp64", extra)
+    plain = _train_once(tmp_path, "plain", 1, "spiking_deeplab", 8, "sgd", "fp64")
+    _assert_same_weights(one, two, "extra losses")
+    assert any(not torch.equal(one[k], plain[k]) for k in one)  # the options were in effect
+
+
+def _assert_same_weights(one, two, what):
     moved, worst = 0, 0.0
     for k, a in one.items():
         b = two[k]
@@ -102,4 +122,4 @@ def test_two_processes_train_exactly_like_one(model, optimizer, precision, tmp_p
         assert float((a - b).abs().max()) <= 1e-5 * scale, (k, float((a - b).abs().max()), scale)
         moved += "running" in k
     assert moved > 0  # BN statistics were compared
-    print(f"{model} {optimizer} {precision}: largest relative difference {worst:.2e}")
+    print(f"{what}: largest relative difference {worst:.2e}")
