@@ -238,6 +238,9 @@ SUITES = {
              "LR drop at 88% + inverse-sqrt class weights + Lovász, T=1 + 4 propagation steps",
              LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
                           "model.timesteps=1", "model.propagation_steps=4"]),
+            ("paper-T2", "paper recipe, T=2", ["model.timesteps=2"]),
+            ("paper-T2-prop4", "paper recipe, T=2 + 4 propagation steps (6 steps)",
+             ["model.timesteps=2", "model.propagation_steps=4"]),
             ("recipe-T4-prop4-cwsqrt-lovasz-kd",
              "LR drop at 88% + inverse-sqrt class weights + Lovász + distillation, T=4 + 4 "
              "propagation steps",
