@@ -312,10 +312,14 @@ def measure(checkpoint: Path) -> dict:
         return {"miou": r.scores.miou, "pixel_accuracy": r.scores.pixel_accuracy}
     with SpikeRecorder(model) as rec, OpCounter(model) as oc:
         r = evaluate(model, loader, progress=False, seed=seed)
-    energy = estimate_energy(oc.layers(), model.timesteps + model.propagation_steps)
+    # The first layer's dense MACs at the T input steps, as `spikeseg report` prices them: the
+    # propagation steps' zero frames need none (rows measured before 2026-12-06 priced all
+    # T + P steps and were rescored exactly by subtracting P of those MACs).
+    energy = estimate_energy(oc.layers(), model.timesteps)
     return {"miou": r.scores.miou, "pixel_accuracy": r.scores.pixel_accuracy,
             "spike_rate": rec.mean_rate(), "energy_ratio": energy.ratio,
-            "energy_snn_uj": energy.energy_snn / 1e6}
+            "energy_snn_uj": energy.energy_snn / 1e6,
+            "energy_first_layer_steps": model.timesteps}
 
 
 def run(suite: str, out: Path, only: set[str] | None, seeds: list[int], headline: set[str]
