@@ -128,6 +128,13 @@ def test_a_spiking_run_distils_its_ann_twin(tmp_path, data_cache):
     assert r.best_epoch == 1
     assert any(line.startswith(f"distilling from {ck} (deeplab, validation mIoU ")
                for line in lines)
+    import hashlib
+
+    from spikeseg.engine.checkpoint import read_metadata
+
+    rec = read_metadata(r.best_checkpoint)["teacher"]
+    assert rec["sha256"] == hashlib.sha256(ck.read_bytes()).hexdigest()
+    assert rec["model"] == "deeplab" and rec["path"] == str(ck)
     plain = train(load_config(None, base + ["train.name=plain"]), progress=False,
                   log=lambda *_: None)
     from spikeseg.engine.checkpoint import load_checkpoint

@@ -63,9 +63,9 @@ from ..neurons import get_surrogate, list_surrogates, surrogate_parameters
 from ..norm import synchronise_norms
 from ..progress import progress as progress_bar
 from ..runtime import autocast, check_precision, configure_allocator
-from .checkpoint import load_state, non_finite_entries, save_checkpoint
+from .checkpoint import checkpoint_paths, load_state, non_finite_entries, save_checkpoint
 from .class_weights import weights_for, write_class_weights
-from .distill import distillation_loss, load_teacher
+from .distill import distillation_loss, file_sha256, load_teacher
 from .distributed import (
     ShardSampler,
     all_reduce_any,
@@ -426,16 +426,6 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
             write_class_weights(run_dir / "class_weights.json", t.class_weight,
                                 info.class_names, w, freqs)
     teacher = None
-    if t.teacher is not None:
-        teacher, tmeta = load_teacher(t.teacher, {"name": info.name,
-                                                  "class_names": info.class_names,
-                                                  "temporal": info.temporal},
-                                      info.num_classes, info.in_channels)
-        teacher = prepare_model(teacher, device, cl).to(dtype)
-        tm = (tmeta.get("metrics") or {}).get("val_miou")
-        log(f"distilling from {t.teacher} ({tmeta['model']['name']}"
-            + (f", validation mIoU {tm:.4f}" if isinstance(tm, float) else "")
-            + f"), weight {t.distill_weight:g}, temperature {t.distill_temperature:g}")
     last_eval: EvalResult | None = None
     meta_base = {
         "config": cfg.to_dict(),
@@ -443,6 +433,18 @@ def _train_locked(cfg, resume, progress, log, info_d, device, train_set, val_set
                     "in_channels": info.in_channels, "temporal": info.temporal,
                     "on_off_channels": info.on_off_channels},
     }
+    if t.teacher is not None:
+        teacher, tmeta = load_teacher(t.teacher, meta_base["dataset"], info.num_classes,
+                                      info.in_channels)
+        teacher = prepare_model(teacher, device, cl).to(dtype)
+        tm = (tmeta.get("metrics") or {}).get("val_miou")
+        # what was distilled, for provenance: the teacher's file can change after this run
+        meta_base["teacher"] = {"path": str(t.teacher), "model": tmeta["model"]["name"],
+                                "sha256": file_sha256(checkpoint_paths(t.teacher)[0]),
+                                "val_miou": tm}
+        log(f"distilling from {t.teacher} ({tmeta['model']['name']}"
+            + (f", validation mIoU {tm:.4f}" if isinstance(tm, float) else "")
+            + f"), weight {t.distill_weight:g}, temperature {t.distill_temperature:g}")
 
     def state_payload(epoch: int, step: int, part: dict) -> dict[str, Any]:
         return {"epoch": epoch, "step": step, "partial": part, "best_miou": best_miou,
