@@ -238,6 +238,19 @@ SUITES = {
              "LR drop at 88% + inverse-sqrt class weights + Lovász, T=1 + 4 propagation steps",
              LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
                           "model.timesteps=1", "model.propagation_steps=4"]),
+            # Neuron options on top of the T=2 + propagation recipe.
+            ("recipe-T2-prop4-cwsqrt-lovasz-plif",
+             "LR drop at 88% + inverse-sqrt class weights + Lovász + PLIF, T=2 + 4 "
+             "propagation steps",
+             LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
+                          "model.timesteps=2", "model.propagation_steps=4",
+                          "model.neuron=plif", "model.learnable_per=channel"]),
+            ("recipe-T2-prop4-cwsqrt-lovasz-thr",
+             "LR drop at 88% + inverse-sqrt class weights + Lovász + learnable threshold, T=2 "
+             "+ 4 propagation steps",
+             LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
+                          "model.timesteps=2", "model.propagation_steps=4",
+                          "model.learn_threshold=true"]),
             ("paper-T2", "paper recipe, T=2", ["model.timesteps=2"]),
             ("paper-T2-prop4", "paper recipe, T=2 + 4 propagation steps (6 steps)",
              ["model.timesteps=2", "model.propagation_steps=4"]),
