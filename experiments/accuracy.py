@@ -44,6 +44,13 @@ LATE_DROP = ["train.lr_milestones=[0.875]"]
 KD = ["train.teacher={runs}/{suite}-ann-s{seed}/checkpoints/best.safetensors"]
 # ... from the ANN twin trained with the late LR drop (the stronger teacher).
 KD_LATE = ["train.teacher={runs}/{suite}-ann-late-s{seed}/checkpoints/best.safetensors"]
+# The event recipe of configs/modern/builtin_events.yaml.
+EVENT_RECIPE = LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
+                            "model.timesteps=2", "model.propagation_steps=4"]
+# Surrogate gradients other than the paper's piecewise-linear one (eq. (6), γ 1).
+SG_FSIG = ["model.surrogate=fast_sigmoid", "model.surrogate_options={slope: 25}"]
+SG_EXP = ["model.surrogate=exponential", "model.surrogate_options={gamma: 1.0, beta: 2.0}"]
+SG_PWL03 = ["model.surrogate_options={gamma: 0.3}"]
 
 SUITES = {
     "static": {
@@ -120,6 +127,21 @@ SUITES = {
              "modern recipe + LR drop at 88% + distillation from the late-drop ANN twin (τ 4), T=4",
              MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP + KD_LATE
              + ["train.distill_temperature=4"]),
+            # The surrogate gradient (the paper's eq. (6) is the piecewise-linear one) and the
+            # width, on the T=4 recipe; the wider network beside its equally wide ANN twin.
+            ("modern-late-fsig-T4", "modern recipe + LR drop at 88% + fast-sigmoid surrogate "
+             "(k 25), T=4",
+             MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP + SG_FSIG),
+            ("modern-late-exp-T4", "modern recipe + LR drop at 88% + exponential surrogate "
+             "(β 2), T=4",
+             MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP + SG_EXP),
+            ("modern-late-pwl03-T4", "modern recipe + LR drop at 88% + piecewise-linear "
+             "surrogate damped by γ 0.3 (the paper's code), T=4",
+             MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP + SG_PWL03),
+            ("modern-late-w05-T4", "modern recipe + LR drop at 88%, half width, T=4",
+             MODERN_STATIC + ["model.timesteps=4", "model.width=0.5"] + LATE_DROP),
+            ("ann-late-w05", "ANN twin + LR drop at 88%, half width",
+             ["model.name=deeplab", "model.width=0.5"] + LATE_DROP),
         ],
     },
     "events": {
@@ -284,6 +306,19 @@ SUITES = {
              "LR drop at 88% + inverse-sqrt class weights + Lovász, T=4 + 4 propagation steps",
              LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
                           "model.timesteps=4", "model.propagation_steps=4"]),
+            # The surrogate gradient and the width, on the event recipe (T=2 + 4 propagation
+            # steps); the wider network beside its equally wide ANN twin.
+            ("recipe-T2-prop4-cwsqrt-lovasz-fsig",
+             "event recipe + fast-sigmoid surrogate (k 25)", EVENT_RECIPE + SG_FSIG),
+            ("recipe-T2-prop4-cwsqrt-lovasz-exp",
+             "event recipe + exponential surrogate (β 2)", EVENT_RECIPE + SG_EXP),
+            ("recipe-T2-prop4-cwsqrt-lovasz-pwl03",
+             "event recipe + piecewise-linear surrogate damped by γ 0.3 (the paper's code)",
+             EVENT_RECIPE + SG_PWL03),
+            ("recipe-T2-prop4-cwsqrt-lovasz-w05", "event recipe, half width",
+             EVENT_RECIPE + ["model.width=0.5"]),
+            ("ann-late-w05", "ANN twin + LR drop at 88%, half width",
+             ["model.name=deeplab", "model.width=0.5"] + LATE_DROP),
         ],
     },
 }
