@@ -19,6 +19,7 @@ import json
 import os
 import resource
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -402,6 +403,15 @@ def run(suite: str, out: Path, only: set[str] | None, seeds: list[int], headline
         label, sets = rows[rid]
         name = f"{suite}-{rid}-s{seed}"
         argv = command(suite, sets, seed, name, out)
+        # A run folder left by an interrupted study: continue it (`spikeseg train` would
+        # otherwise start afresh in "<name>-2" while this study measured the stale folder).
+        run_dir = out / "runs" / name
+        resumed = run_dir.exists() and (run_dir / "checkpoints" / "train_state.safetensors"
+                                        ).is_file()
+        if resumed:
+            argv.append("--resume")
+        elif run_dir.exists():
+            shutil.rmtree(run_dir)
         print("$", shlex.join(["spikeseg", *argv[3:]]), flush=True)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.time()
@@ -416,6 +426,8 @@ def run(suite: str, out: Path, only: set[str] | None, seeds: list[int], headline
         done.add((rid, seed))
         row = {"id": rid, "label": label, "seed": seed, "suite": suite,
                "command": shlex.join(["spikeseg", *argv[3:]]),
+               # A resumed run's times are those of its last part only.
+               **({"resumed": True} if resumed else {}),
                "wall_s": round(wall, 1),
                "cpu_s": round((after.ru_utime - before.ru_utime)
                               + (after.ru_stime - before.ru_stime), 1),
