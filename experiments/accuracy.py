@@ -320,6 +320,11 @@ SUITES = {
              EVENT_RECIPE + ["model.width=0.5"]),
             ("ann-late-w05", "ANN twin + LR drop at 88%, half width",
              ["model.name=deeplab", "model.width=0.5"] + LATE_DROP),
+            # The learnable threshold on the event recipe (it lifted seed 0), with
+            # distillation.
+            ("recipe-T2-prop4-cwsqrt-lovasz-thr-kd",
+             "event recipe + learnable threshold + distillation from the ANN twin",
+             EVENT_RECIPE + ["model.learn_threshold=true"] + KD),
             # PLIF on the event recipe (it lifted seed 0), with distillation.
             ("recipe-T2-prop4-cwsqrt-lovasz-plif-kd",
              "event recipe + PLIF + distillation from the ANN twin",
