@@ -325,6 +325,9 @@ SUITES = {
             ("recipe-T2-prop4-cwsqrt-lovasz-thr-kd",
              "event recipe + learnable threshold + distillation from the ANN twin",
              EVENT_RECIPE + ["model.learn_threshold=true"] + KD),
+            ("recipe-T2-prop4-cwsqrt-lovasz-thr-exp",
+             "event recipe + learnable threshold + exponential surrogate (β 2)",
+             EVENT_RECIPE + ["model.learn_threshold=true"] + SG_EXP),
             # PLIF on the event recipe (it lifted seed 0), with distillation.
             ("recipe-T2-prop4-cwsqrt-lovasz-plif-kd",
              "event recipe + PLIF + distillation from the ANN twin",
