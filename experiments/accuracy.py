@@ -310,27 +310,30 @@ SUITES = {
             # The surrogate gradient and the width, on the event recipe (T=2 + 4 propagation
             # steps); the wider network beside its equally wide ANN twin.
             ("recipe-T2-prop4-cwsqrt-lovasz-fsig",
-             "event recipe + fast-sigmoid surrogate (k 25)", EVENT_RECIPE + SG_FSIG),
+             "T=2 + 4 propagation steps recipe (0.244) + fast-sigmoid surrogate (k 25)", EVENT_RECIPE + SG_FSIG),
             ("recipe-T2-prop4-cwsqrt-lovasz-exp",
-             "event recipe + exponential surrogate (β 2)", EVENT_RECIPE + SG_EXP),
+             "T=2 + 4 propagation steps recipe (0.244) + exponential surrogate (β 2)", EVENT_RECIPE + SG_EXP),
             ("recipe-T2-prop4-cwsqrt-lovasz-pwl03",
-             "event recipe + piecewise-linear surrogate damped by γ 0.3 (the paper's code)",
+             "T=2 + 4 propagation steps recipe (0.244) + piecewise-linear surrogate damped by γ 0.3 "
+             "(the paper's code)",
              EVENT_RECIPE + SG_PWL03),
-            ("recipe-T2-prop4-cwsqrt-lovasz-w05", "event recipe, half width",
+            ("recipe-T2-prop4-cwsqrt-lovasz-w05", "T=2 + 4 propagation steps recipe (0.244), half width",
              EVENT_RECIPE + ["model.width=0.5"]),
             ("ann-late-w05", "ANN twin + LR drop at 88%, half width",
              ["model.name=deeplab", "model.width=0.5"] + LATE_DROP),
             # The learnable threshold on the event recipe (it lifted seed 0), with
             # distillation.
             ("recipe-T2-prop4-cwsqrt-lovasz-thr-kd",
-             "event recipe + learnable threshold + distillation from the ANN twin",
+             "T=2 + 4 propagation steps recipe (0.244) + learnable threshold + distillation from "
+             "the ANN twin",
              EVENT_RECIPE + ["model.learn_threshold=true"] + KD),
             ("recipe-T2-prop4-cwsqrt-lovasz-thr-exp",
-             "event recipe + learnable threshold + exponential surrogate (β 2)",
+             "**event recipe**: T=2 + 4 propagation steps recipe (0.244) + learnable threshold + "
+             "exponential surrogate (β 2)",
              EVENT_RECIPE + ["model.learn_threshold=true"] + SG_EXP),
             # PLIF on the event recipe (it lifted seed 0), with distillation.
             ("recipe-T2-prop4-cwsqrt-lovasz-plif-kd",
-             "event recipe + PLIF + distillation from the ANN twin",
+             "T=2 + 4 propagation steps recipe (0.244) + PLIF + distillation from the ANN twin",
              EVENT_RECIPE + ["model.neuron=plif", "model.learnable_per=channel"] + KD),
         ],
     },
