@@ -1,4 +1,4 @@
-"""Crash-safe file writing: temp file → fsync → rename → fsync of the folder.
+"""Crash-safe file writing: temp file → fsync → rename → fsync of the folder; file hashing.
 
 Every file spikeseg writes into a run directory (config, metrics, checkpoints, resume state,
 reports) goes through :func:`atomic_write`: the content is written to a temporary file beside
@@ -6,20 +6,31 @@ the target (``.NAME.<random>.tmp``), flushed to disk, renamed over the target wi
 :func:`os.replace` (atomic on POSIX), and the folder's entry is flushed too. A kill at any
 instant leaves either the old file or the new one, never a mixture; what a kill can leave
 behind is a stale ``.*.tmp`` file, which :func:`remove_stale_temp_files` cleans.
+:func:`file_sha256` fingerprints a file a run depends on (an imported checkpoint, a teacher).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_dir",
-           "remove_stale_temp_files", "TEMP_SUFFIX"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "file_sha256",
+           "fsync_dir", "remove_stale_temp_files", "TEMP_SUFFIX"]
 
 TEMP_SUFFIX = ".tmp"
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, hex, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def fsync_dir(folder: str | Path) -> None:

@@ -23,7 +23,6 @@ teacher gets the same Poisson keys. It runs without gradients, in eval mode, eve
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 from ..errors import SpikesegError
 from .checkpoint import load_checkpoint
 
-__all__ = ["distillation_loss", "load_teacher", "file_sha256"]
+__all__ = ["distillation_loss", "load_teacher"]
 
 
 def distillation_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
@@ -101,13 +100,3 @@ def load_teacher(path: str | Path, dataset: dict[str, Any], num_classes: int,
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval(), meta
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes, hex (a teacher's weights, recorded in the student's
-    checkpoints)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -57,6 +57,7 @@ from ..config import Config, save_config
 from ..data import IGNORE_INDEX
 from ..data.augment import augment_batch, check_augment
 from ..errors import SpikesegError
+from ..io import file_sha256
 from ..models import count_parameters, create, model_entry
 from ..models.base import Execution
 from ..neurons import get_surrogate, list_surrogates, surrogate_parameters
@@ -65,7 +66,7 @@ from ..progress import progress as progress_bar
 from ..runtime import autocast, check_precision, configure_allocator
 from .checkpoint import checkpoint_paths, load_state, non_finite_entries, save_checkpoint
 from .class_weights import weights_for, write_class_weights
-from .distill import distillation_loss, file_sha256, load_teacher
+from .distill import distillation_loss, load_teacher
 from .distributed import (
     ShardSampler,
     all_reduce_any,

@@ -72,7 +72,6 @@ whatever code the file names.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import pickle
 import zipfile
@@ -88,6 +87,7 @@ from ..convert.algorithm import layer_threshold_summary
 from ..encoding import CAFFE_MEAN_RGB
 from ..engine.checkpoint import mismatch_summary, save_checkpoint
 from ..errors import SpikesegError
+from ..io import file_sha256
 from ..models import create, model_entry
 from ..models.converted import (
     METHODS,
@@ -532,14 +532,6 @@ def _json_safe(v: Any) -> Any:
     return str(v)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _class_names(ds: dict) -> list[str] | None:
     labels = ds.get("labels")
     if not isinstance(labels, dict):
@@ -624,7 +616,7 @@ def import_original(
     imported_from = {
         "repository": ORIGINAL_REPOSITORY,
         "file": str(path.resolve()),
-        "sha256": _sha256(path),
+        "sha256": file_sha256(path),
         "model_type": config.get("model_type"),
         "architecture": config.get("architecture"),
         "dataset": dataset_name or None,
