@@ -41,6 +41,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 MODERN_STATIC = ["model.encoding=direct", "model.neuron=plif", "model.learnable_per=channel"]
 # The event recipe of configs/modern/builtin_events.yaml: the paper's, the LR drop at 88%.
 LATE_DROP = ["train.lr_milestones=[0.875]"]
+# The static recipe of configs/modern/builtin.yaml.
+STATIC_RECIPE = MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP
 # Pixel-wise distillation from the ANN twin's run of the same seed (trained first if missing).
 KD = ["train.teacher={runs}/{suite}-ann-s{seed}/checkpoints/best.safetensors"]
 # ... from the ANN twin trained with the late LR drop (the stronger teacher).
@@ -106,7 +108,7 @@ SUITES = {
             # The schedule that won on events (the ÷10 drop at 88% of the epochs), on the T=4
             # recipe and, for a fair comparison, on the ANN twin.
             ("modern-late-T4", "modern recipe + LR drop at 88%, T=4",
-             MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP),
+             STATIC_RECIPE),
             ("ann-late", "ANN twin + LR drop at 88%", ["model.name=deeplab"] + LATE_DROP),
             # Distillation: the ANN twin's soft per-pixel predictions as a second target.
             ("modern-kd-T4", "modern recipe + distillation from the ANN twin, T=4",
@@ -119,26 +121,26 @@ SUITES = {
             ("modern-late-T1", "modern recipe + LR drop at 88%, T=1",
              MODERN_STATIC + ["model.timesteps=1"] + LATE_DROP),
             ("modern-late-kd-T4", "modern recipe + LR drop at 88% + distillation, T=4",
-             MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP + KD),
+             STATIC_RECIPE + KD),
             ("paper-late", "paper recipe + LR drop at 88%, T=8", LATE_DROP),
             ("modern-late-kdl-T4",
              "modern recipe + LR drop at 88% + distillation from the late-drop ANN twin, T=4",
-             MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP + KD_LATE),
+             STATIC_RECIPE + KD_LATE),
             ("modern-late-kdl4-T4",
              "modern recipe + LR drop at 88% + distillation from the late-drop ANN twin (τ 4), T=4",
-             MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP + KD_LATE
+             STATIC_RECIPE + KD_LATE
              + ["train.distill_temperature=4"]),
             # The surrogate gradient (the paper's eq. (6) is the piecewise-linear one) and the
             # width, on the T=4 recipe; the wider network beside its equally wide ANN twin.
             ("modern-late-fsig-T4", "modern recipe + LR drop at 88% + fast-sigmoid surrogate "
              "(k 25), T=4",
-             MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP + SG_FSIG),
+             STATIC_RECIPE + SG_FSIG),
             ("modern-late-exp-T4", "modern recipe + LR drop at 88% + exponential surrogate "
              "(β 2), T=4",
-             MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP + SG_EXP),
+             STATIC_RECIPE + SG_EXP),
             ("modern-late-pwl03-T4", "modern recipe + LR drop at 88% + piecewise-linear "
              "surrogate damped by γ 0.3 (the paper's code), T=4",
-             MODERN_STATIC + ["model.timesteps=4"] + LATE_DROP + SG_PWL03),
+             STATIC_RECIPE + SG_PWL03),
             ("modern-late-w05-T4", "modern recipe + LR drop at 88%, half width, T=4",
              MODERN_STATIC + ["model.timesteps=4", "model.width=0.5"] + LATE_DROP),
             ("ann-late-w05", "ANN twin + LR drop at 88%, half width",
@@ -251,8 +253,7 @@ SUITES = {
              ["model.timesteps=4", "model.propagation_steps=4"]),
             ("recipe-T2-prop4-cwsqrt-lovasz",
              "LR drop at 88% + inverse-sqrt class weights + Lovász, T=2 + 4 propagation steps",
-             LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
-                          "model.timesteps=2", "model.propagation_steps=4"]),
+             EVENT_RECIPE),
             ("recipe-T2-prop6-cwsqrt-lovasz",
              "LR drop at 88% + inverse-sqrt class weights + Lovász, T=2 + 6 propagation steps",
              LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
@@ -265,15 +266,11 @@ SUITES = {
             ("recipe-T2-prop4-cwsqrt-lovasz-plif",
              "LR drop at 88% + inverse-sqrt class weights + Lovász + PLIF, T=2 + 4 "
              "propagation steps",
-             LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
-                          "model.timesteps=2", "model.propagation_steps=4",
-                          "model.neuron=plif", "model.learnable_per=channel"]),
+             EVENT_RECIPE + ["model.neuron=plif", "model.learnable_per=channel"]),
             ("recipe-T2-prop4-cwsqrt-lovasz-thr",
              "LR drop at 88% + inverse-sqrt class weights + Lovász + learnable threshold, T=2 "
              "+ 4 propagation steps",
-             LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
-                          "model.timesteps=2", "model.propagation_steps=4",
-                          "model.learn_threshold=true"]),
+             EVENT_RECIPE + ["model.learn_threshold=true"]),
             ("paper-T2", "paper recipe, T=2", ["model.timesteps=2"]),
             ("paper-T2-prop4", "paper recipe, T=2 + 4 propagation steps (6 steps)",
              ["model.timesteps=2", "model.propagation_steps=4"]),
@@ -297,8 +294,7 @@ SUITES = {
             ("recipe-T2-prop4-cwsqrt-lovasz-kd",
              "LR drop at 88% + inverse-sqrt class weights + Lovász + distillation, T=2 + 4 "
              "propagation steps",
-             LATE_DROP + ["train.class_weight=inv_sqrt_freq", "train.lovasz_weight=1.0",
-                          "model.timesteps=2", "model.propagation_steps=4"] + KD),
+             EVENT_RECIPE + KD),
             ("late-kd", "LR drop at 88% + distillation from the ANN twin", LATE_DROP + KD),
             ("late-cwsqrt-lovasz-kd",
              "LR drop at 88% + inverse-sqrt class weights + Lovász + distillation from the ANN twin",
@@ -310,14 +306,17 @@ SUITES = {
             # The surrogate gradient and the width, on the event recipe (T=2 + 4 propagation
             # steps); the wider network beside its equally wide ANN twin.
             ("recipe-T2-prop4-cwsqrt-lovasz-fsig",
-             "T=2 + 4 propagation steps recipe (0.244) + fast-sigmoid surrogate (k 25)", EVENT_RECIPE + SG_FSIG),
+             "T=2 + 4 propagation steps recipe (0.244) + fast-sigmoid surrogate (k 25)",
+             EVENT_RECIPE + SG_FSIG),
             ("recipe-T2-prop4-cwsqrt-lovasz-exp",
-             "T=2 + 4 propagation steps recipe (0.244) + exponential surrogate (β 2)", EVENT_RECIPE + SG_EXP),
+             "T=2 + 4 propagation steps recipe (0.244) + exponential surrogate (β 2)",
+             EVENT_RECIPE + SG_EXP),
             ("recipe-T2-prop4-cwsqrt-lovasz-pwl03",
              "T=2 + 4 propagation steps recipe (0.244) + piecewise-linear surrogate damped by γ 0.3 "
              "(the paper's code)",
              EVENT_RECIPE + SG_PWL03),
-            ("recipe-T2-prop4-cwsqrt-lovasz-w05", "T=2 + 4 propagation steps recipe (0.244), half width",
+            ("recipe-T2-prop4-cwsqrt-lovasz-w05",
+             "T=2 + 4 propagation steps recipe (0.244), half width",
              EVENT_RECIPE + ["model.width=0.5"]),
             ("ann-late-w05", "ANN twin + LR drop at 88%, half width",
              ["model.name=deeplab", "model.width=0.5"] + LATE_DROP),
@@ -421,8 +420,7 @@ def run(suite: str, out: Path, only: set[str] | None, seeds: list[int], headline
         # A run folder left by an interrupted study: continue it (`spikeseg train` would
         # otherwise start afresh in "<name>-2" while this study measured the stale folder).
         run_dir = out / "runs" / name
-        resumed = run_dir.exists() and (run_dir / "checkpoints" / "train_state.safetensors"
-                                        ).is_file()
+        resumed = (run_dir / "checkpoints" / "train_state.safetensors").is_file()
         if resumed:
             argv.append("--resume")
         elif run_dir.exists():
